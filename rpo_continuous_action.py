@@ -1,0 +1,734 @@
+"""Robust Policy Optimization (RPO) for continuous actions, in one file.
+
+RPO (Rahman & Xue, 2022, https://arxiv.org/abs/2212.07536) is PPO with one change: when the policy
+is updated, the mean of its Gaussian is perturbed by z ~ U(-alpha, alpha), drawn afresh for every
+sample, action dimension and update pass. That keeps the policy's entropy from collapsing. Rollouts
+still sample from the unperturbed N(mu, sigma). Search for "RPO:" to find every line that differs
+from PPO; `--rpo-alpha 0` is PPO.
+
+    python rpo_continuous_action.py --env-id Hopper-v4
+    python rpo_continuous_action.py --env-id Hopper-v4 --save-model      # checkpoint + evaluation
+    python rpo_continuous_action.py --eval-checkpoint runs/RUN/rpo_continuous_action.cleanrl_model
+    python rpo_continuous_action.py --resume runs/RUN/rpo_continuous_action.cleanrl_model
+
+Runs on gymnasium 1.x (MuJoCo, Box2D, classic control, dm_control through shimmy) and torch 2.x.
+"""
+
+import ctypes.util
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=False`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled by default (falls back to the CPU when there is no GPU)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    torch_threads: int = 1
+    """torch threads; the networks are tiny, so more threads mostly add contention"""
+
+    # Algorithm specific arguments
+    env_id: str = "HalfCheetah-v4"
+    """the id of the environment"""
+    total_timesteps: int = 8000000
+    """total timesteps of the experiments"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+    rpo_alpha: float = 0.5
+    """the alpha parameter for RPO (0 gives PPO)"""
+    bootstrap_truncated: bool = False
+    """bootstrap from the value of the final observation when the time limit cuts an episode
+    (the reference treats a truncation like a termination)"""
+
+    # Keeping the policy
+    save_model: bool = False
+    """save checkpoints to runs/{run_name}/{exp_name}.cleanrl_model and evaluate at the end"""
+    checkpoint_interval: int = 50
+    """with --save-model, write a checkpoint every this many iterations"""
+    eval_episodes: int = 10
+    """episodes of the deterministic policy evaluated after training or with --eval-checkpoint"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint instead of training"""
+    resume: Optional[str] = None
+    """continue the run saved in this checkpoint"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr, without a traceback."""
+
+
+def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
+    def thunk():
+        if env_id.startswith("dm_control/"):
+            try:
+                import shimmy
+            except ImportError:
+                raise UserError(f"{env_id} needs dm_control: pip install -e '.[dm-control]'") from None
+            gym.register_envs(shimmy)
+        try:
+            env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
+        except gym.error.Error as e:  # unknown id, missing simulator, ...
+            raise UserError(f"cannot make environment {env_id!r}: {e}") from None
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
+        env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+        env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+        return env
+
+    return thunk
+
+
+def make_envs(args, run_name):
+    # SAME_STEP autoreset (gymnasium 0.29's behaviour): the step that ends an episode returns the
+    # next episode's first observation, so no stored transition spans two episodes.
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, run_name, args.gamma) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        envs.close()
+        raise UserError(f"{args.env_id} has a {type(envs.single_action_space).__name__} action space; "
+                        "RPO needs continuous (Box) actions")
+    return envs
+
+
+def find_wrapper(env, wrapper_type):
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, wrapper_type):
+            return env
+        env = env.env
+    raise ValueError(f"no {wrapper_type.__name__} in the wrapper chain")
+
+
+def use_headless_rendering():
+    """Pick an offscreen OpenGL backend for MuJoCo and dm_control when there is no display."""
+    if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
+        return
+    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+        if ctypes.util.find_library(library) and (backend != "egl" or _egl_works()):
+            os.environ["MUJOCO_GL"] = backend
+            return
+    raise UserError("--capture-video without a display needs OSMesa or EGL: apt-get install libosmesa6")
+
+
+def _egl_works():
+    # libEGL is often installed without a GPU driver behind it; only trust it if a display opens.
+    try:
+        egl = ctypes.CDLL(ctypes.util.find_library("EGL"))
+        egl.eglGetDisplay.restype = ctypes.c_void_p
+        display = egl.eglGetDisplay(ctypes.c_void_p(0))
+        return bool(display) and bool(egl.eglInitialize(ctypes.c_void_p(display), None, None))
+    except (OSError, AttributeError):
+        return False
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim, act_dim, rpo_alpha):
+        super().__init__()
+        self.rpo_alpha = rpo_alpha
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None):
+        action_mean = self.actor_mean(x)
+        action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
+        if action is None:
+            action = Normal(action_mean, action_std, validate_args=False).sample()
+            probs = Normal(action_mean, action_std, validate_args=False)
+        else:
+            # RPO: re-score the stored action under N(mu + z, sigma), z ~ U(-alpha, alpha) drawn
+            # afresh for every sample and action dimension, on the mean's own device and dtype.
+            z = torch.empty_like(action_mean).uniform_(-self.rpo_alpha, self.rpo_alpha)
+            probs = Normal(action_mean + z, action_std, validate_args=False)
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+
+
+class RolloutPolicy:
+    """A numpy copy of the agent, used to act during one rollout, while its weights are frozen.
+
+    For one observation a torch call costs more than the arithmetic; in numpy the whole
+    forward pass and the sample take a quarter of the time. It samples from the unperturbed
+    N(mu, sigma): RPO's noise belongs to the update only.
+    """
+
+    def __init__(self, agent):
+        def layers(net):
+            return [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+                    for m in net if isinstance(m, nn.Linear)]
+
+        self.actor, self.critic = layers(agent.actor_mean), layers(agent.critic)
+        self.logstd = agent.actor_logstd.detach().cpu().numpy()[0]
+        self.std = np.exp(self.logstd)
+
+    @staticmethod
+    def _mlp(layers, x):
+        for w, b in layers[:-1]:
+            x = np.tanh(x @ w + b)
+        w, b = layers[-1]
+        return x @ w + b
+
+    def mean(self, obs):
+        return self._mlp(self.actor, obs)
+
+    def value(self, obs):
+        return self._mlp(self.critic, obs)[..., 0]
+
+    def act(self, obs, noise):
+        """Action, its log-prob and the state value, given standard normal noise."""
+        action = self.mean(obs) + self.std * noise
+        # log N(a; mu, sigma) with (a - mu) / sigma == noise
+        logprob = (-0.5 * noise * noise - self.logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return action, logprob, self.value(obs)
+
+
+def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    """Generalized advantage estimation over a (num_steps, num_envs) rollout.
+
+    dones[t] is 1 where the episode ended at step t, so obs[t + 1] starts a new one and
+    nothing is bootstrapped across it; next_value is the value of the observation after the last step.
+    """
+    next_values = np.concatenate([values[1:], next_value[None]], axis=0)
+    next_nonterminal = 1.0 - dones
+    deltas = rewards + gamma * next_values * next_nonterminal - values
+    advantages = np.zeros_like(rewards)
+    lastgaelam = np.zeros_like(next_value)
+    for t in reversed(range(len(rewards))):
+        advantages[t] = lastgaelam = deltas[t] + gamma * gae_lambda * next_nonterminal[t] * lastgaelam
+    return advantages, advantages + values
+
+
+def policy_loss(advantages, ratio, clip_coef):
+    """PPO's clipped surrogate objective, as a loss to minimise."""
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(pg_loss1, pg_loss2).mean()
+
+
+def value_loss(newvalue, returns, oldvalue, clip_coef, clip_vloss):
+    if not clip_vloss:
+        return 0.5 * ((newvalue - returns) ** 2).mean()
+    v_loss_unclipped = (newvalue - returns) ** 2
+    v_clipped = oldvalue + torch.clamp(newvalue - oldvalue, -clip_coef, clip_coef)
+    v_loss_clipped = (v_clipped - returns) ** 2
+    return 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: everything needed to act (weights + observation normalizer) and to continue.
+# Plain tensors and Python values only, so torch.load(..., weights_only=True) opens them.
+# ---------------------------------------------------------------------------------------------
+CHECKPOINT_FORMAT = "rpo_continuous_action/1"
+
+
+def _rms_state(rms):
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
+
+
+def _load_rms(rms, state):
+    rms.mean = state["mean"].numpy().astype(rms.mean.dtype if hasattr(rms.mean, "dtype") else np.float64)
+    rms.var = state["var"].numpy().astype(rms.var.dtype if hasattr(rms.var, "dtype") else np.float64)
+    rms.count = state["count"]
+
+
+def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng):
+    normalizers = [find_wrapper(e, gym.wrappers.NormalizeObservation) for e in envs.envs]
+    reward_normalizers = [find_wrapper(e, gym.wrappers.NormalizeReward) for e in envs.envs]
+    np_state = np.random.get_state()
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "args": asdict(args),
+        "run_name": run_name,
+        "global_step": global_step,
+        "iteration": iteration,
+        "obs_shape": list(envs.single_observation_space.shape),
+        "action_shape": list(envs.single_action_space.shape),
+        "action_low": torch.as_tensor(envs.single_action_space.low),
+        "action_high": torch.as_tensor(envs.single_action_space.high),
+        "agent": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "obs_rms": [_rms_state(n.obs_rms) for n in normalizers],
+        "return_rms": [_rms_state(n.return_rms) for n in reward_normalizers],
+        "discounted_reward": [torch.as_tensor(n.discounted_reward) for n in reward_normalizers],
+        "rng": {
+            "python": random.getstate(),
+            "numpy": (np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]),
+            "torch": torch.get_rng_state(),
+            "rollout": rollout_rng.bit_generator.state,
+        },
+    }
+    # Write aside, then rename: a kill during the write leaves the previous checkpoint intact.
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint file at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle refused by weights_only, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a checkpoint of rpo_continuous_action.py")
+    return checkpoint
+
+
+def check_shapes(checkpoint, envs_or_env, env_id):
+    obs_shape = list(getattr(envs_or_env, "single_observation_space", envs_or_env.observation_space).shape)
+    action_shape = list(getattr(envs_or_env, "single_action_space", envs_or_env.action_space).shape)
+    if obs_shape != checkpoint["obs_shape"] or action_shape != checkpoint["action_shape"]:
+        raise UserError(
+            f"the checkpoint was made for observations {tuple(checkpoint['obs_shape'])} and actions "
+            f"{tuple(checkpoint['action_shape'])}, but {env_id} has {tuple(obs_shape)} and {tuple(action_shape)}"
+        )
+
+
+def agent_from_checkpoint(checkpoint):
+    agent = Agent(int(np.prod(checkpoint["obs_shape"])), int(np.prod(checkpoint["action_shape"])),
+                  checkpoint["args"]["rpo_alpha"])
+    agent.load_state_dict(checkpoint["agent"])
+    return agent
+
+
+def load_policy(path):
+    """One call to act with a saved policy in your own code: `policy = load_policy(path); a = policy(obs)`.
+
+    The returned function takes raw observations (one, or a batch), normalizes and clips them with
+    the statistics saved at training time, and returns the deterministic (mean) action, clipped to
+    the action space.
+    """
+    checkpoint = load_checkpoint(path)
+    policy = RolloutPolicy(agent_from_checkpoint(checkpoint))
+    rms = checkpoint["obs_rms"][0]
+    mean, std = rms["mean"].numpy(), np.sqrt(rms["var"].numpy() + 1e-8)
+    low, high = checkpoint["action_low"].numpy(), checkpoint["action_high"].numpy()
+
+    def act(obs):
+        obs = np.clip((np.asarray(obs, dtype=np.float64).reshape(-1, mean.size) - mean) / std, -10, 10)
+        action = policy.mean(obs.astype(np.float32))
+        return np.clip(action, low, high).reshape((-1, *low.shape) if np.ndim(obs) > 1 else low.shape)
+
+    return act
+
+
+def evaluate(policy, obs_rms_state, args, run_name, episodes, seed, checkpoint=None):
+    """Returns of `episodes` episodes of the mean action, with the observation normalizer frozen."""
+    env = make_env(args.env_id, 0, args.capture_video, f"{run_name}-eval", args.gamma, video_trigger=lambda _: True)()
+    if checkpoint is not None:
+        check_shapes(checkpoint, env, args.env_id)
+    normalizer = find_wrapper(env, gym.wrappers.NormalizeObservation)
+    if obs_rms_state is not None:
+        _load_rms(normalizer.obs_rms, obs_rms_state)
+    normalizer.update_running_mean = False
+    returns = []
+    obs, _ = env.reset(seed=seed)
+    while len(returns) < episodes:
+        action = policy.mean(np.asarray(obs, dtype=np.float32)[None])[0]
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            returns.append(float(info["episode"]["r"]))
+            obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+class StopRequest:
+    """SIGINT/SIGTERM (Ctrl-C, or Slurm before a pre-emption) end the run cleanly at the next step."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(args, checkpoint=None):
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    run_name = checkpoint["run_name"] if checkpoint else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    rollout_rng = np.random.default_rng(args.seed)
+
+    if args.capture_video:
+        use_headless_rendering()
+    envs = make_envs(args, run_name)
+    obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
+    agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
+    # fused Adam: one kernel for all parameters instead of a dozen small ops per tensor
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    global_step, start_iteration = 0, 1
+    if checkpoint:
+        check_shapes(checkpoint, envs, args.env_id)
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        for env, obs_rms, return_rms, discounted in zip(
+            envs.envs, checkpoint["obs_rms"], checkpoint["return_rms"], checkpoint["discounted_reward"]
+        ):
+            _load_rms(find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms, obs_rms)
+            reward_normalizer = find_wrapper(env, gym.wrappers.NormalizeReward)
+            _load_rms(reward_normalizer.return_rms, return_rms)
+            reward_normalizer.discounted_reward = discounted.numpy().copy()
+        rng = checkpoint["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
+        torch.set_rng_state(rng["torch"])
+        rollout_rng.bit_generator.state = rng["rollout"]
+        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
+        print(f"resuming {run_name} at global_step={global_step}")
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    # On resume, purge_step makes TensorBoard drop what the interrupted run logged after its checkpoint.
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if checkpoint else None)
+    if not checkpoint:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+
+    # Storage for one rollout. numpy on the CPU, where the envs live; it moves to `device` once per update.
+    T, N = args.num_steps, args.num_envs
+    obs = np.zeros((T, N) + obs_shape, dtype=np.float32)
+    actions = np.zeros((T, N) + act_shape, dtype=np.float32)
+    logprobs = np.zeros((T, N), dtype=np.float32)
+    rewards = np.zeros((T, N), dtype=np.float32)
+    dones = np.zeros((T, N), dtype=np.float32)
+    values = np.zeros((T, N), dtype=np.float32)
+
+    next_obs, _ = envs.reset(seed=args.seed + global_step)
+    start_time, start_step = time.time(), global_step
+    last_return = None
+    progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step",
+                    unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty())
+    interrupted, completed = None, start_iteration - 1
+    try:
+        with StopRequest() as stop:
+            for iteration in range(start_iteration, args.num_iterations + 1):
+                # Annealing the rate if instructed to do so.
+                if args.anneal_lr:
+                    frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                    optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+                policy = RolloutPolicy(agent)
+                noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
+                iteration_start_step = global_step
+                for step in range(T):
+                    if stop.signum is not None:
+                        break
+                    global_step += N
+                    obs[step] = next_obs
+                    action, logprobs[step], values[step] = policy.act(obs[step], noise[step])
+                    actions[step] = action
+
+                    next_obs, reward, terminations, truncations, infos = envs.step(action)
+                    rewards[step] = reward
+                    dones[step] = np.logical_or(terminations, truncations)
+
+                    if "final_obs" in infos:
+                        if args.bootstrap_truncated:
+                            # a time limit is not a failure: credit the value of where the agent got to
+                            for i in np.flatnonzero(truncations & ~terminations):
+                                final = np.asarray(infos["final_obs"][i], dtype=np.float32)
+                                rewards[step, i] += args.gamma * policy.value(final)
+                        episode = infos["final_info"].get("episode")
+                        for i in np.flatnonzero(infos["final_info"].get("_episode", [])):
+                            last_return = float(episode["r"][i])
+                            progress.write(f"global_step={global_step}, episodic_return={last_return}")
+                            writer.add_scalar("charts/episodic_return", last_return, global_step)
+                            writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
+                if stop.signum is not None:
+                    global_step = iteration_start_step  # the partial rollout is discarded
+                    interrupted = stop.signum
+                    break
+
+                # bootstrap value if not done
+                advantages, returns = compute_gae(rewards, values, dones, policy.value(next_obs.astype(np.float32)),
+                                                  args.gamma, args.gae_lambda)
+
+                # flatten the batch
+                b_obs = torch.from_numpy(obs.reshape((-1,) + obs_shape)).to(device)
+                b_logprobs = torch.from_numpy(logprobs.reshape(-1)).to(device)
+                b_actions = torch.from_numpy(actions.reshape((-1,) + act_shape)).to(device)
+                b_advantages = torch.from_numpy(advantages.reshape(-1)).to(device)
+                b_returns = torch.from_numpy(returns.reshape(-1)).to(device)
+                b_values = torch.from_numpy(values.reshape(-1)).to(device)
+
+                # Optimizing the policy and value network
+                M, B = args.num_minibatches, args.minibatch_size
+                clipfracs = []
+                for epoch in range(args.update_epochs):
+                    # Shuffle once per epoch and gather every tensor in one go; minibatches are then views.
+                    perm = torch.randperm(args.batch_size, device=device)
+                    e_obs, e_actions = b_obs[perm], b_actions[perm]
+                    e_logprobs, e_returns, e_values = b_logprobs[perm], b_returns[perm], b_values[perm]
+                    e_advantages = b_advantages[perm].view(M, B)
+                    if args.norm_adv:  # per minibatch, as PPO does, for all minibatches at once
+                        e_advantages = (e_advantages - e_advantages.mean(1, keepdim=True)) / (
+                            e_advantages.std(1, keepdim=True) + 1e-8)
+                    for start in range(0, args.batch_size, B):
+                        mb = slice(start, start + B)
+                        _, newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[mb], e_actions[mb])
+                        logratio = newlogprob - e_logprobs[mb]
+                        ratio = logratio.exp()
+
+                        pg_loss = policy_loss(e_advantages[start // B], ratio, args.clip_coef)
+                        v_loss = value_loss(newvalue.view(-1), e_returns[mb], e_values[mb], args.clip_coef, args.clip_vloss)
+                        entropy_loss = entropy.mean()
+                        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                        optimizer.zero_grad()
+                        loss.backward()
+                        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                        optimizer.step()
+                        with torch.no_grad():  # kept as tensors: no device sync per minibatch
+                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+
+                    with torch.no_grad():
+                        # calculate approx_kl http://joschu.net/blog/kl-approx.html (last minibatch, as PPO logs it)
+                        old_approx_kl = (-logratio).mean()
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                    if args.target_kl is not None and approx_kl > args.target_kl:
+                        break
+
+                if not torch.isfinite(loss):
+                    raise UserError(f"the loss became {loss.item()} at iteration {iteration} (global_step="
+                                    f"{global_step}); stopping rather than training on garbage")
+
+                var_y = np.var(returns)
+                explained_var = np.nan if var_y == 0 else 1 - np.var(returns - values) / var_y
+
+                # TRY NOT TO MODIFY: record rewards for plotting purposes
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+                writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+                writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+                writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+                writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+                writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
+                writer.add_scalar("losses/explained_variance", explained_var, global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                if progress.disable:
+                    print("SPS:", sps)
+                progress.update(global_step - progress.n)
+                progress.set_postfix(sps=sps, episodic_return=last_return, refresh=False)
+
+                completed = iteration
+                if args.save_model and iteration % args.checkpoint_interval == 0:
+                    save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
+
+        progress.close()
+        if args.save_model:
+            save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
+            print(f"model saved to {model_path}")
+        if interrupted is not None:
+            name = signal.Signals(interrupted).name
+            hint = f"; continue with --resume {model_path}" if args.save_model else ""
+            print(f"{name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
+            return 128 + interrupted
+        if args.save_model and args.eval_episodes > 0:
+            obs_rms = _rms_state(find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation).obs_rms)
+            returns = evaluate(RolloutPolicy(agent), obs_rms, args, run_name, args.eval_episodes, args.seed)
+            for i, episodic_return in enumerate(returns):
+                writer.add_scalar("eval/episodic_return", episodic_return, i)
+            print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
+        return 0
+    finally:
+        progress.close()
+        writer.close()
+        envs.close()
+        if args.track:
+            import wandb
+
+            wandb.finish()
+
+
+def parse_args(argv=None):
+    """Args from the command line; with --resume or --eval-checkpoint, the saved run's args are the defaults."""
+    args = tyro.cli(Args, args=argv)
+    checkpoint = None
+    if args.resume or args.eval_checkpoint:
+        checkpoint = load_checkpoint(args.resume or args.eval_checkpoint)
+        saved = {f.name: checkpoint["args"][f.name] for f in fields(Args) if f.name in checkpoint["args"]}
+        saved.update(resume=args.resume, eval_checkpoint=args.eval_checkpoint)
+        args = tyro.cli(Args, args=argv, default=Args(**saved))
+
+    positive = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "torch_threads")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    args.batch_size = int(args.num_envs * args.num_steps)
+    if args.batch_size % args.num_minibatches:
+        raise UserError(f"--num-minibatches {args.num_minibatches} does not divide the batch of {args.batch_size} "
+                        "steps (num_envs x num_steps)")
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    if args.total_timesteps < args.batch_size and not args.eval_checkpoint:
+        raise UserError(f"--total-timesteps {args.total_timesteps} is less than one batch of {args.batch_size} "
+                        "steps (num_envs x num_steps)")
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.rpo_alpha < 0:
+        raise UserError(f"--rpo-alpha must be >= 0 (0 is PPO), got {args.rpo_alpha}")
+    if args.eval_episodes < 0:
+        raise UserError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    return args, checkpoint
+
+
+def evaluate_checkpoint(args, checkpoint):
+    torch.set_num_threads(args.torch_threads)
+    if args.capture_video:
+        use_headless_rendering()
+    policy = RolloutPolicy(agent_from_checkpoint(checkpoint))
+    returns = evaluate(policy, checkpoint["obs_rms"][0], args, checkpoint["run_name"], args.eval_episodes, args.seed,
+                       checkpoint=checkpoint)
+    for i, episodic_return in enumerate(returns):
+        print(f"eval episode={i}, episodic_return={episodic_return}")
+    print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
+    return 0
+
+
+def main(argv=None):
+    try:
+        args, checkpoint = parse_args(argv)
+        if args.eval_checkpoint:
+            return evaluate_checkpoint(args, checkpoint)
+        return train(args, checkpoint if args.resume else None)
+    except UserError as e:
+        print(f"{os.path.basename(sys.argv[0] or 'rpo_continuous_action.py')}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
