@@ -188,7 +188,7 @@ finished=0
 for i in "${!run_dirs[@]}"; do
     mkdir -p "${run_dirs[$i]}"
     # The directory name cannot hold "/", so keep the real env id beside it.
-    echo "${run_envs[$i]}" >"${run_dirs[$i]}/env_id"
+    [[ -f ${run_dirs[$i]}/env_id ]] || echo "${run_envs[$i]}" >"${run_dirs[$i]}/env_id"
     if [[ -f ${run_dirs[$i]}/DONE ]]; then
         finished=$((finished + 1))
         echo "[$finished/$total] skip $(label "$i") (finished earlier)"

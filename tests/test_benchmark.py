@@ -1,0 +1,319 @@
+"""benchmark/: sweep.sh runs (locally and as a Slurm job array), resumes, and report.py's tables.
+
+Every sweep here trains the real trainer on Pendulum-v1 for a few thousand steps.
+The Slurm tests (marked `slurm`) run against a real one-node Slurm that
+benchmark/slurm/start_local_slurm.sh starts (as root); they are skipped only where
+Slurm's binaries are not installed (apt-get install -y slurm-wlm munge).
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ROOT / "benchmark" / "sweep.sh"
+REPORT = ROOT / "benchmark" / "report.py"
+START_SLURM = ROOT / "benchmark" / "slurm" / "start_local_slurm.sh"
+ENV = "Pendulum-v1"  # 200-step episodes
+TINY = ["--total-timesteps", "4096", "--num-steps", "512", "--eval-episodes", "1"]
+SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+
+
+def sweep_env():
+    return {**os.environ, "PYTHON": sys.executable}
+
+
+def sweep(out, *args, workers="2", trainer=TINY):
+    return subprocess.run(
+        [str(SWEEP), "--env-ids", ENV, "--out", str(out), *args, "--workers", workers, "--", *trainer],
+        capture_output=True, text=True, env=sweep_env(), timeout=600,
+    )
+
+
+def wait_for(condition, what, timeout=300):
+    """Polls until condition() holds; the timeout only stops a hung test, it asserts nothing about speed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def event_files(run_dir):
+    return sorted(run_dir.rglob("events.out.tfevents.*"))
+
+
+def checkpoints(run_dir):
+    return sorted(run_dir.rglob("*.cleanrl_model"))
+
+
+def episodic_returns(run_dir):
+    """(step, value) of charts/episodic_return, read straight from the event files, not via report.py."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.util import tensor_util
+
+    points = []
+    for path in event_files(run_dir):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == "charts/episodic_return":
+                    v = value.simple_value if value.HasField("simple_value") else tensor_util.make_ndarray(value.tensor)
+                    points.append((event.step, float(v)))
+    return points
+
+
+def table_cells(markdown):
+    """{(env, column header): (mean, std)} from the markdown table report.py writes."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith("|")]
+    header, body = rows[0], rows[2:]
+    cells = {}
+    for row in body:
+        for column, cell in zip(header[1:], row[1:]):
+            m = re.match(r"(-?[\d.]+) ± ([\d.]+)", cell)
+            if m:
+                cells[row[0], column] = (float(m[1]), float(m[2]))
+    return cells
+
+
+# ------------------------------------------------------------------------------- local runner
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "runs"
+    result = sweep(out, "--seeds", "2", "--alphas", "0.5 0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+def test_sweep_runs_each_env_seed_alpha_once(tiny_sweep):
+    out, result = tiny_sweep
+    names = {f"{ENV}__alpha{a}__seed{s}" for a in ("0.5", "0") for s in (1, 2)}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == names
+    for name in names:
+        run = out / name
+        assert (run / "DONE").is_file(), name
+        assert len(event_files(run)) == 1, name
+        assert len(checkpoints(run)) == 1, name
+        assert (run / "env_id").read_text().strip() == ENV
+        # the trainer got this run's env, seed and alpha
+        alpha, seed = re.match(r".*__alpha(.+)__seed(\d+)", name).groups()
+        log = (run / "train.log").read_text()
+        assert "trainer exited with status 0" in log
+        assert f"{ENV}__rpo_continuous_action__{seed}__" in str(event_files(run)[0])
+    assert "[4/4] done" in result.stdout
+    assert len(re.findall(r"^\[\d/4\] done Pendulum-v1 alpha=(0\.5|0) seed=[12] \(\d+s\)$",
+                          result.stdout, re.M)) == 4
+
+
+def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):
+    out, _ = tiny_sweep
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    result = sweep(out, "--seeds", "2", "--alphas", "0.5 0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(finished earlier)") == 4
+    assert "nothing to do" in result.stdout
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert [p for p in before if before[p] != after[p]] == []
+
+
+def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_path):
+    out = tmp_path / "runs"
+    trainer = ["--total-timesteps", "6144", "--num-steps", "512", "--eval-episodes", "1", "--checkpoint-interval", "1"]
+    args = [str(SWEEP), "--env-ids", ENV, "--seeds", "2", "--alphas", "0", "--workers", "1", "--out", str(out),
+            "--", *trainer]
+    first, second = out / f"{ENV}__alpha0__seed1", out / f"{ENV}__alpha0__seed2"
+
+    runner = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sweep_env())
+    try:
+        # One worker: seed 1 finishes, then seed 2 starts; interrupt it once it has a checkpoint.
+        wait_for(lambda: (first / "DONE").exists() and checkpoints(second), "seed 2 to write a checkpoint")
+    finally:
+        runner.send_signal(signal.SIGINT)
+        stdout, stderr = runner.communicate(timeout=300)
+    assert runner.returncode == 130, stdout + stderr
+    assert "stopped Pendulum-v1 alpha=0 seed=2" in stdout
+    assert "rerun the same command to resume" in stderr
+    # the runner waited for the trainer, which saved a checkpoint and exited with 130
+    assert (second / "train.log").read_text().rstrip().endswith("trainer exited with status 130")
+    assert not (second / "DONE").exists()
+    interrupted_at = max(step for step, _ in episodic_returns(second))
+    first_files = {p: p.stat().st_mtime_ns for p in event_files(first) + checkpoints(first)}
+
+    rerun = subprocess.run(args, capture_output=True, text=True, env=sweep_env(), timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "[1/2] skip Pendulum-v1 alpha=0 seed=1 (finished earlier)" in rerun.stdout
+    assert "resume from checkpoint Pendulum-v1 alpha=0 seed=2" in rerun.stdout
+    assert "[2/2] done Pendulum-v1 alpha=0 seed=2" in rerun.stdout
+    assert {p: p.stat().st_mtime_ns for p in first_files} == first_files  # seed 1 untouched
+    assert (second / "DONE").is_file()
+    assert "resuming from" in (second / "train.log").read_text()
+    # same run directory, continued up to the full budget
+    assert len({p.parent for p in event_files(second)}) == 1
+    steps = [step for step, _ in episodic_returns(second)]
+    assert max(steps) > interrupted_at
+    assert max(steps) >= 6144 - 200
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env-ids", ENV, "--bogus"], "unknown option '--bogus'"),
+    ([], "no env ids"),
+    (["--env-ids", ""], "no env ids"),
+    (["--env-ids", ENV, "--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["--env-ids", ENV, "--seeds", "two"], "--seeds must be an integer >= 1"),
+    (["--env-ids", ENV, "--workers", "0"], "--workers must be an integer >= 1"),
+    (["--env-ids", ENV, "--alphas", "-0.5"], "--alphas must be numbers >= 0"),
+    (["--env-ids", ENV, "--seeds"], "--seeds needs a value"),
+])
+def test_bad_arguments_get_one_clear_line(tmp_path, args, message):
+    out = tmp_path / "runs"
+    result = subprocess.run([str(SWEEP), "--out", str(out), *args], capture_output=True, text=True, env=sweep_env())
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_slurm_without_sbatch_on_path_is_an_error(tmp_path):
+    # A PATH with the few tools sweep.sh needs, and no sbatch.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "basename"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run([str(SWEEP), "--env-ids", ENV, "--slurm", "--out", str(tmp_path / "runs")],
+                            capture_output=True, text=True, env={**sweep_env(), "PATH": str(bin_dir)})
+    assert result.returncode != 0
+    assert result.stderr == "sweep.sh: error: --slurm given but sbatch is not on PATH\n"
+
+
+# ------------------------------------------------------------------------------- report
+def test_report_table_matches_the_event_files(tiny_sweep, tmp_path):
+    out, _ = tiny_sweep
+    runs = tmp_path / "runs"
+    shutil.copytree(out, runs)
+    (runs / f"{ENV}__alpha0.5__seed3").mkdir()  # a run that has not started
+    (runs / f"{ENV}__alpha0__seed2" / "DONE").unlink()  # a run still going
+    result = subprocess.run([sys.executable, str(REPORT), str(runs), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+    md = (tmp_path / "report" / "results.md").read_text()
+    cells = table_cells(md)
+    for alpha, column in (("0.5", "RPO α=0.5"), ("0", "PPO (α=0)")):
+        finals = [np.mean([v for _, v in episodic_returns(runs / f"{ENV}__alpha{alpha}__seed{s}")][-10:])
+                  for s in (1, 2)]
+        mean, std = cells[ENV, column]
+        assert mean == pytest.approx(np.mean(finals), abs=0.006)
+        assert std == pytest.approx(np.std(finals), abs=0.006)
+    assert set(cells) == {(ENV, "RPO α=0.5"), (ENV, "PPO (α=0)")}
+    # the unfinished run is marked, the empty one reported as skipped
+    assert re.search(r"\| PPO \(α=0\) \|", md) and "†" in md
+    assert f"skipped {ENV}__alpha0.5__seed3: no event file" in result.stdout
+    assert f"{ENV}__alpha0.5__seed3: no event file" in md
+    assert "last 10 training episodes" in md
+    # the same table on stdout
+    assert f"| {ENV} |" in result.stdout
+    png = tmp_path / "report" / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "learning_curves.png" in md
+
+
+def test_report_on_a_sweep_without_episodes_yet(tmp_path):
+    (tmp_path / "runs" / f"{ENV}__alpha0.5__seed1").mkdir(parents=True)
+    result = subprocess.run([sys.executable, str(REPORT), str(tmp_path / "runs"), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "no runs with episodes yet" in result.stdout
+    assert "no event file" in (tmp_path / "r" / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------- Slurm
+def slurm_up():
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, env={**os.environ, "PATH": SBIN_PATH})
+    return ping.returncode == 0 and "UP" in ping.stdout
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    missing = [b for b in ("sbatch", "squeue", "scontrol", "slurmctld", "slurmd", "munged")
+               if not shutil.which(b, path=SBIN_PATH)]
+    if missing:
+        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}); apt-get install -y slurm-wlm munge")
+    started = False
+    if not slurm_up():
+        subprocess.run([str(START_SLURM)], check=True, env={**os.environ, "PATH": SBIN_PATH})
+        started = True
+    yield
+    if started:  # stop only what this fixture started
+        subprocess.run([str(START_SLURM), "--stop"], check=True, env={**os.environ, "PATH": SBIN_PATH})
+
+
+def submit(out, *args, trainer=TINY):
+    result = subprocess.run([str(SWEEP), "--env-ids", ENV, "--out", str(out), "--slurm", "--time", "00:10:00", *args,
+                             "--", *trainer], capture_output=True, text=True, env=sweep_env(), timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.search(r"submitted Slurm job array (\d+)", result.stdout)[1]
+
+
+def job_done(job_id):
+    queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
+    if queue.returncode != 0:  # Slurm forgets a job some minutes after it ended
+        return "Invalid job id" in queue.stderr
+    return queue.stdout.strip() == ""
+
+
+@pytest.mark.slurm
+def test_slurm_job_array_runs_the_sweep_and_report_sees_it(slurm, tmp_path):
+    out = tmp_path / "runs"
+    job_id = submit(out, "--seeds", "1", "--alphas", "0.5 0")
+    wait_for(lambda: job_done(job_id), f"Slurm job {job_id} to finish")
+
+    for alpha in ("0.5", "0"):
+        run = out / f"{ENV}__alpha{alpha}__seed1"
+        assert (run / "DONE").is_file(), (run / "train.log").read_text()
+        assert len(event_files(run)) == 1
+    logs = sorted(p.name for p in (out / "slurm" / "logs").iterdir())
+    assert logs == [f"{job_id}_0.out", f"{job_id}_1.out"]  # one log per task
+
+    report = subprocess.run([sys.executable, str(REPORT), str(out), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert set(table_cells((tmp_path / "report" / "results.md").read_text())) == {
+        (ENV, "RPO α=0.5"), (ENV, "PPO (α=0)")}
+
+    # submitting the finished sweep again submits nothing
+    again = subprocess.run([str(SWEEP), "--env-ids", ENV, "--out", str(out), "--slurm", "--alphas", "0.5 0"],
+                           capture_output=True, text=True, env=sweep_env())
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.slurm
+def test_slurm_task_warned_of_its_time_limit_requeues_and_resumes(slurm, tmp_path):
+    out = tmp_path / "runs"
+    run = out / f"{ENV}__alpha0.5__seed1"
+    job_id = submit(out, "--seeds", "1", "--alphas", "0.5",
+                    trainer=["--total-timesteps", "6144", "--num-steps", "512", "--eval-episodes", "1",
+                             "--checkpoint-interval", "1"])
+    task = f"{job_id}_0"
+    wait_for(lambda: checkpoints(run), "the task's first checkpoint")
+    # What Slurm sends 60 s before the time limit (--signal=B:USR1@60).
+    subprocess.run(["scancel", "--batch", "--signal=USR1", task], check=True)
+    wait_for(lambda: "requeueing" in (run / "train.log").read_text(), "the task to requeue itself")
+    # Slurm holds a requeued job back for a while; let it start again now.
+    wait_for(lambda: subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"],
+                                    capture_output=True).returncode == 0 or (run / "DONE").exists(),
+             "the requeued task to be pending")
+    wait_for(lambda: job_done(job_id), f"Slurm job {job_id} to finish")
+
+    log = (run / "train.log").read_text()
+    assert "trainer exited with status 143" in log
+    assert "resuming from" in log and "restart 1" in log
+    assert (run / "DONE").is_file(), log
+    assert len({p.parent for p in event_files(run)}) == 1
+    assert max(step for step, _ in episodic_returns(run)) >= 6144 - 200
