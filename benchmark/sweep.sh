@@ -13,6 +13,12 @@
 # runs, resumes unfinished ones from their checkpoint (--resume) and restarts the
 # ones that never wrote a checkpoint: nothing is lost and nothing runs twice.
 #
+# Locally, K runs at a time (default: all cores), one thread each; Ctrl-C or SIGTERM
+# is passed on to the trainers, which save a checkpoint, and the runner waits for them.
+# --slurm submits one job array (one 1-CPU task per unfinished run; --workers K then
+# caps how many run at once) and prints its id. A task warned of its time limit has
+# its trainer checkpoint and requeues itself; requeued or preempted tasks resume.
+#
 # Environment: PYTHON (default python3) runs TRAINER (default
 # benchmark/../rpo_continuous_action.py). With --slurm, sbatch's own input
 # variables (SBATCH_QOS, SBATCH_MEM_PER_CPU, ...) work as usual.
@@ -29,7 +35,8 @@ die() {
 }
 
 usage() {
-    sed -n '2,18p' "$SELF" | sed 's/^# \{0,1\}//'
+    # The comment block at the top of this file.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SELF"
 }
 
 # Newest checkpoint the trainer left in a run directory (empty if none). run_name
@@ -138,8 +145,9 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-read -r -a env_list <<<"$env_ids"
-read -r -a alpha_list <<<"$alphas"
+# Lists may span lines (read -d '' takes all of it; it returns 1 at the end of input).
+read -r -d '' -a env_list <<<"$env_ids" || true
+read -r -d '' -a alpha_list <<<"$alphas" || true
 [[ ${#env_list[@]} -gt 0 ]] || die "no env ids given (--env-ids \"Pendulum-v1 Hopper-v4\")"
 [[ $seeds =~ ^[0-9]+$ ]] && ((seeds >= 1)) || die "--seeds must be an integer >= 1, got '$seeds'"
 [[ ${#alpha_list[@]} -gt 0 ]] || die "no alphas given (--alphas \"0.5 0\")"

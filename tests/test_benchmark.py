@@ -192,6 +192,28 @@ def test_slurm_without_sbatch_on_path_is_an_error(tmp_path):
     assert result.stderr == "sweep.sh: error: --slurm given but sbatch is not on PATH\n"
 
 
+def test_rpo_sh_submits_the_reference_experiment_sets(tmp_path):
+    # A stand-in sbatch that records its arguments: this checks what rpo.sh asks for
+    # (1290 runs of 8M steps), not Slurm.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\necho 7\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    out = tmp_path / "runs"
+    result = subprocess.run([str(ROOT / "benchmark" / "rpo.sh"), "--slurm", "--out", str(out)], capture_output=True,
+                            text=True, env={**sweep_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    arrays = re.findall(r"--array=0-(\d+) ", (tmp_path / "calls").read_text())
+    assert [int(n) + 1 for n in arrays] == [48 * 2 * 10, 2 * 2 * 10, 4 * 2 * 10, 7 * 3 * 10]
+    runs = {p.name for p in out.iterdir() if p.name != "slurm"}
+    assert len(runs) == 1290
+    assert {"dm_control-walker-run-v0__alpha0__seed10", "BipedalWalker-v3__alpha0.5__seed1",
+            "Walker2d-v4__alpha0.5__seed3", "Hopper-v4__alpha0.01__seed7", "Pusher-v4__alpha0.5__seed1"} <= runs
+    assert not any("v2" in name for name in runs)
+    for script in (out / "slurm").glob("sweep-*.sh"):
+        assert script.read_text().rstrip().endswith("-- --total-timesteps 8000000")
+
+
 # ------------------------------------------------------------------------------- report
 def test_report_table_matches_the_event_files(tiny_sweep, tmp_path):
     out, _ = tiny_sweep

@@ -11,6 +11,8 @@
 # An existing slurm.conf that this script did not write is never overwritten.
 set -euo pipefail
 
+# The daemons live in sbin, which a non-login root shell may not have on PATH.
+PATH=$PATH:/usr/sbin:/sbin
 CONF=/etc/slurm/slurm.conf
 MARK="# written by benchmark/slurm/start_local_slurm.sh"
 STATE=/run/local-slurm.started # the daemons this script started, for --stop
