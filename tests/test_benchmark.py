@@ -23,7 +23,9 @@ SWEEP = ROOT / "benchmark" / "sweep.sh"
 REPORT = ROOT / "benchmark" / "report.py"
 START_SLURM = ROOT / "benchmark" / "slurm" / "start_local_slurm.sh"
 ENV = "Pendulum-v1"  # 200-step episodes
-TINY = ["--total-timesteps", "4096", "--num-steps", "512", "--eval-episodes", "1"]
+# Small but complete runs (20 Pendulum episodes each); fewer minibatches and epochs keep them quick.
+FAST = ["--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2", "--eval-episodes", "1"]
+TINY = ["--total-timesteps", "4096", *FAST]
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
@@ -126,7 +128,7 @@ def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):
 
 def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_path):
     out = tmp_path / "runs"
-    trainer = ["--total-timesteps", "6144", "--num-steps", "512", "--eval-episodes", "1", "--checkpoint-interval", "1"]
+    trainer = ["--total-timesteps", "8192", *FAST, "--checkpoint-interval", "1"]
     args = [str(SWEEP), "--env-ids", ENV, "--seeds", "2", "--alphas", "0", "--workers", "1", "--out", str(out),
             "--", *trainer]
     first, second = out / f"{ENV}__alpha0__seed1", out / f"{ENV}__alpha0__seed2"
@@ -159,7 +161,7 @@ def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_p
     assert len({p.parent for p in event_files(second)}) == 1
     steps = [step for step, _ in episodic_returns(second)]
     assert max(steps) > interrupted_at
-    assert max(steps) >= 6144 - 200
+    assert max(steps) >= 8192 - 200
 
 
 @pytest.mark.parametrize("args, message", [
@@ -320,7 +322,7 @@ def test_slurm_task_warned_of_its_time_limit_requeues_and_resumes(slurm, tmp_pat
     out = tmp_path / "runs"
     run = out / f"{ENV}__alpha0.5__seed1"
     job_id = submit(out, "--seeds", "1", "--alphas", "0.5",
-                    trainer=["--total-timesteps", "6144", "--num-steps", "512", "--eval-episodes", "1",
+                    trainer=["--total-timesteps", "8192", *FAST,
                              "--checkpoint-interval", "1"])
     task = f"{job_id}_0"
     wait_for(lambda: checkpoints(run), "the task's first checkpoint")
@@ -338,4 +340,4 @@ def test_slurm_task_warned_of_its_time_limit_requeues_and_resumes(slurm, tmp_pat
     assert "resuming from" in log and "restart 1" in log
     assert (run / "DONE").is_file(), log
     assert len({p.parent for p in event_files(run)}) == 1
-    assert max(step for step, _ in episodic_returns(run)) >= 6144 - 200
+    assert max(step for step, _ in episodic_returns(run)) >= 8192 - 200
