@@ -131,9 +131,12 @@ def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
                 raise UserError(f"{env_id} needs dm_control: pip install -e '.[dm-control]'") from None
             gym.register_envs(shimmy)
         try:
-            env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
+            env = gym.make(env_id, **({"render_mode": "rgb_array"} if capture_video and idx == 0 else {}))
         except gym.error.Error as e:  # unknown id, missing simulator, ...
             raise UserError(f"cannot make environment {env_id!r}: {e}") from None
+        if not isinstance(env.action_space, gym.spaces.Box):
+            raise UserError(f"{env_id} has a {type(env.action_space).__name__} action space; "
+                            "RPO needs continuous (Box) actions")
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
         env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
@@ -155,10 +158,6 @@ def make_envs(args, run_name):
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    if not isinstance(envs.single_action_space, gym.spaces.Box):
-        envs.close()
-        raise UserError(f"{args.env_id} has a {type(envs.single_action_space).__name__} action space; "
-                        "RPO needs continuous (Box) actions")
     return envs
 
 
@@ -235,6 +234,26 @@ class Agent(nn.Module):
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
 
+def flatten_parameters(module):
+    """Make every parameter of `module` a view into one flat tensor, and every gradient a view into
+    one flat gradient; returns the flat parameter, whose `.grad` is that gradient.
+
+    Adam and gradient clipping then run on one tensor instead of one per layer: on a CPU that
+    cuts a tenth of the update's time. The arithmetic is the same, element for element. Keep the
+    gradient buffer alive: zero it with `optimizer.zero_grad(set_to_none=False)`.
+    """
+    params = list(module.parameters())
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        p.grad = flat.grad[offset : offset + n].view_as(p)
+        offset += n
+    return flat
+
+
 class RolloutPolicy:
     """A numpy copy of the agent, used to act during one rollout, while its weights are frozen.
 
@@ -303,6 +322,49 @@ def value_loss(newvalue, returns, oldvalue, clip_coef, clip_vloss):
     v_clipped = oldvalue + torch.clamp(newvalue - oldvalue, -clip_coef, clip_coef)
     v_loss_clipped = (v_clipped - returns) ** 2
     return 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+
+
+def update(agent, optimizer, batch, args):
+    """PPO's update on one rollout: `update_epochs` passes of shuffled minibatches. Returns the losses
+    of the last minibatch and the mean clip fraction, as floats."""
+    M, B = args.num_minibatches, args.minibatch_size
+    clipfracs = []
+    for epoch in range(args.update_epochs):
+        # Shuffle once per epoch and gather every tensor in one go; the minibatches are then views.
+        perm = torch.randperm(args.batch_size, device=batch["obs"].device)
+        obs, actions, logprobs, returns, values = (batch[k][perm] for k in ("obs", "actions", "logprobs", "returns", "values"))
+        advantages = batch["advantages"][perm].view(M, B)
+        if args.norm_adv:  # per minibatch, as PPO does, all minibatches at once
+            advantages = (advantages - advantages.mean(1, keepdim=True)) / (advantages.std(1, keepdim=True) + 1e-8)
+        for i in range(M):
+            mb = slice(i * B, (i + 1) * B)
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs[mb], actions[mb])  # RPO noise inside
+            logratio = newlogprob - logprobs[mb]
+            ratio = logratio.exp()
+
+            pg_loss = policy_loss(advantages[i], ratio, args.clip_coef)
+            v_loss = value_loss(newvalue.view(-1), returns[mb], values[mb], args.clip_coef, args.clip_vloss)
+            entropy_loss = entropy.mean()
+            loss = pg_loss + v_loss * args.vf_coef
+            if args.ent_coef:  # at 0 (the default) the term adds nothing: leave it out of the backward pass
+                loss = loss - args.ent_coef * entropy_loss
+
+            optimizer.zero_grad(set_to_none=False)  # the flat gradient buffer must survive
+            loss.backward()
+            nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], args.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():  # kept as tensors: no device sync per minibatch
+                clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+
+        with torch.no_grad():
+            # calculate approx_kl http://joschu.net/blog/kl-approx.html (last minibatch, as PPO logs it)
+            old_approx_kl = (-logratio).mean()
+            approx_kl = ((ratio - 1) - logratio).mean()
+        if args.target_kl is not None and approx_kl > args.target_kl:
+            break
+    return {"loss": loss.item(), "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
+            "entropy": entropy_loss.item(), "old_approx_kl": old_approx_kl.item(), "approx_kl": approx_kl.item(),
+            "clipfrac": torch.stack(clipfracs).mean().item()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,8 +534,8 @@ def train(args, checkpoint=None):
     envs = make_envs(args, run_name)
     obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
     agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
-    # fused Adam: one kernel for all parameters instead of a dozen small ops per tensor
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    flat_params = flatten_parameters(agent)
+    optimizer = optim.Adam([flat_params], lr=args.learning_rate, eps=1e-5, fused=True)
 
     global_step, start_iteration = 0, 1
     if checkpoint:
@@ -576,52 +638,12 @@ def train(args, checkpoint=None):
                                                   args.gamma, args.gae_lambda)
 
                 # flatten the batch
-                b_obs = torch.from_numpy(obs.reshape((-1,) + obs_shape)).to(device)
-                b_logprobs = torch.from_numpy(logprobs.reshape(-1)).to(device)
-                b_actions = torch.from_numpy(actions.reshape((-1,) + act_shape)).to(device)
-                b_advantages = torch.from_numpy(advantages.reshape(-1)).to(device)
-                b_returns = torch.from_numpy(returns.reshape(-1)).to(device)
-                b_values = torch.from_numpy(values.reshape(-1)).to(device)
-
-                # Optimizing the policy and value network
-                M, B = args.num_minibatches, args.minibatch_size
-                clipfracs = []
-                for epoch in range(args.update_epochs):
-                    # Shuffle once per epoch and gather every tensor in one go; minibatches are then views.
-                    perm = torch.randperm(args.batch_size, device=device)
-                    e_obs, e_actions = b_obs[perm], b_actions[perm]
-                    e_logprobs, e_returns, e_values = b_logprobs[perm], b_returns[perm], b_values[perm]
-                    e_advantages = b_advantages[perm].view(M, B)
-                    if args.norm_adv:  # per minibatch, as PPO does, for all minibatches at once
-                        e_advantages = (e_advantages - e_advantages.mean(1, keepdim=True)) / (
-                            e_advantages.std(1, keepdim=True) + 1e-8)
-                    for start in range(0, args.batch_size, B):
-                        mb = slice(start, start + B)
-                        _, newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[mb], e_actions[mb])
-                        logratio = newlogprob - e_logprobs[mb]
-                        ratio = logratio.exp()
-
-                        pg_loss = policy_loss(e_advantages[start // B], ratio, args.clip_coef)
-                        v_loss = value_loss(newvalue.view(-1), e_returns[mb], e_values[mb], args.clip_coef, args.clip_vloss)
-                        entropy_loss = entropy.mean()
-                        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
-                        optimizer.zero_grad()
-                        loss.backward()
-                        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                        optimizer.step()
-                        with torch.no_grad():  # kept as tensors: no device sync per minibatch
-                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                    with torch.no_grad():
-                        # calculate approx_kl http://joschu.net/blog/kl-approx.html (last minibatch, as PPO logs it)
-                        old_approx_kl = (-logratio).mean()
-                        approx_kl = ((ratio - 1) - logratio).mean()
-                    if args.target_kl is not None and approx_kl > args.target_kl:
-                        break
-
-                if not torch.isfinite(loss):
-                    raise UserError(f"the loss became {loss.item()} at iteration {iteration} (global_step="
+                batch = {name: torch.from_numpy(array.reshape((args.batch_size,) + array.shape[2:])).to(device)
+                         for name, array in (("obs", obs), ("actions", actions), ("logprobs", logprobs),
+                                             ("advantages", advantages), ("returns", returns), ("values", values))}
+                stats = update(agent, optimizer, batch, args)
+                if not math.isfinite(stats["loss"]):
+                    raise UserError(f"the loss became {stats['loss']} at iteration {iteration} (global_step="
                                     f"{global_step}); stopping rather than training on garbage")
 
                 var_y = np.var(returns)
@@ -630,18 +652,14 @@ def train(args, checkpoint=None):
                 # TRY NOT TO MODIFY: record rewards for plotting purposes
                 sps = int((global_step - start_step) / (time.time() - start_time))
                 writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-                writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-                writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-                writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-                writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-                writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-                writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
+                for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"):
+                    writer.add_scalar(f"losses/{name}", stats[name], global_step)
                 writer.add_scalar("losses/explained_variance", explained_var, global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 if progress.disable:
                     print("SPS:", sps)
                 progress.update(global_step - progress.n)
-                progress.set_postfix(sps=sps, episodic_return=last_return, refresh=False)
+                progress.set_postfix(episodic_return=last_return, refresh=False)
 
                 completed = iteration
                 if args.save_model and iteration % args.checkpoint_interval == 0:

@@ -1,0 +1,47 @@
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINER = os.path.join(ROOT, "rpo_continuous_action.py")
+sys.path.insert(0, ROOT)
+
+# Small but complete runs: every code path of an iteration, a fraction of the default's work.
+FAST = ["--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2"]
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_trainer(cwd, *flags, env=None, timeout=600, check=True):
+    proc = subprocess.run([sys.executable, TRAINER, *flags], cwd=cwd, capture_output=True, text=True,
+                          env=env or clean_env(), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trainer exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_dirs(cwd):
+    """The run directories under cwd/runs (dm_control ids nest one level deeper)."""
+    events = glob.glob(os.path.join(cwd, "runs", "**", "events.out.tfevents.*"), recursive=True)
+    return sorted({os.path.dirname(e) for e in events})
+
+
+def scalars(run_dir):
+    """{tag: [(step, value), ...]} from every event file of a run, with TensorBoard's purge rules."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return str(tmp_path)

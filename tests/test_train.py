@@ -1,0 +1,175 @@
+"""End-to-end runs of the trainer, read back from what a user sees: TensorBoard files, output, exit codes."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST, ROOT, TRAINER, clean_env, run_dirs, run_trainer, scalars
+
+TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
+        "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
+        "losses/approx_kl", "losses/clipfrac", "losses/explained_variance"}
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "Pendulum-v1", "dm_control/cartpole-balance-v0", "BipedalWalker-v3"])
+def test_short_run_logs_every_metric(workdir, env_id):
+    proc = run_trainer(workdir, "--env-id", env_id, "--total-timesteps", "2048", *FAST)
+    [run] = run_dirs(workdir)
+    assert os.path.relpath(run, workdir).startswith(os.path.join("runs", env_id + "__rpo_continuous_action__1__"))
+    logged = scalars(run)
+    assert TAGS <= set(logged)
+    # one update per 512-step iteration, the learning rate annealed linearly from 3e-4
+    assert [s for s, _ in logged["losses/value_loss"]] == [512, 1024, 1536, 2048]
+    np.testing.assert_allclose([v for _, v in logged["charts/learning_rate"]], [3e-4, 2.25e-4, 1.5e-4, 0.75e-4], rtol=1e-5)
+    assert all(v > 0 for _, v in logged["charts/SPS"])
+    assert all(np.isfinite(v) for tag in TAGS for _, v in logged[tag] if tag != "losses/explained_variance")
+    # every finished episode is logged once and printed once
+    returns, lengths = logged["charts/episodic_return"], logged["charts/episodic_length"]
+    assert len(returns) == len(lengths) == proc.stdout.count("episodic_return=") >= 1
+    if env_id == "Pendulum-v1":
+        assert {v for _, v in lengths} == {200.0}
+    if env_id.startswith("dm_control"):
+        assert {v for _, v in lengths} == {1000.0}
+
+
+def test_episodes_of_several_envs_ending_on_the_same_step(workdir):
+    # Pendulum-v1 episodes are exactly 200 steps: 3 sub-envs x 400 steps end 6 episodes, 3 at a time
+    proc = run_trainer(workdir, "--env-id", "Pendulum-v1", "--num-envs", "3", "--num-steps", "200",
+                       "--num-minibatches", "4", "--update-epochs", "1", "--total-timesteps", "1200")
+    [run] = run_dirs(workdir)
+    logged = scalars(run)
+    assert [s for s, _ in logged["charts/episodic_length"]] == [600, 600, 600, 1200, 1200, 1200]
+    assert [v for _, v in logged["charts/episodic_length"]] == [200.0] * 6
+    first_three = [v for _, v in logged["charts/episodic_return"][:3]]
+    assert len(set(first_three)) == 3  # three different sub-envs, not one counted thrice
+    assert proc.stdout.count("episodic_return=") == 6
+
+
+def losses(workdir):
+    [run] = run_dirs(workdir)
+    return {tag: values for tag, values in scalars(run).items() if tag.startswith("losses/")}
+
+
+def test_same_seed_same_losses(tmp_path):
+    runs = []
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        os.makedirs(tmp_path / name)
+        run_trainer(str(tmp_path / name), "--env-id", "Pendulum-v1", "--seed", seed, "--total-timesteps", "1536", *FAST)
+        runs.append(losses(str(tmp_path / name)))
+    assert runs[0] == runs[1]
+    assert runs[0]["losses/value_loss"] != runs[2]["losses/value_loss"]
+
+
+def test_bootstrap_truncated_changes_only_the_targets(tmp_path):
+    results = {}
+    for flag in ("--no-bootstrap-truncated", "--bootstrap-truncated"):
+        cwd = tmp_path / flag.strip("-")
+        os.makedirs(cwd)
+        run_trainer(str(cwd), "--env-id", "Pendulum-v1", "--total-timesteps", "512", flag, *FAST)
+        [run] = run_dirs(str(cwd))
+        results[flag] = scalars(run)
+    plain, bootstrapped = results["--no-bootstrap-truncated"], results["--bootstrap-truncated"]
+    # the same episodes were played (Pendulum only truncates) ...
+    assert plain["charts/episodic_return"] == bootstrapped["charts/episodic_return"]
+    # ... but the value targets of the truncation steps now include gamma * V(final observation)
+    assert plain["losses/value_loss"] != bootstrapped["losses/value_loss"]
+
+
+def test_progress_bar_on_a_terminal_only(workdir):
+    if shutil.which("script") is None:
+        pytest.skip("needs util-linux's script for a pseudo-terminal")
+    command = f"stty cols 120 rows 40; {sys.executable} {TRAINER} --env-id Pendulum-v1 --total-timesteps 1024 " + " ".join(FAST)
+    tty = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=workdir, capture_output=True, text=True,
+                         env=clean_env(), timeout=300)
+    assert tty.returncode == 0, tty.stdout[-2000:]
+    assert "step/s" in tty.stdout and "episodic_return=" in tty.stdout and "1.02k/1.02k" in tty.stdout
+    logs = run_trainer(workdir, "--env-id", "Pendulum-v1", "--total-timesteps", "1024", *FAST)
+    assert "step/s" not in logs.stderr and "\r" not in logs.stderr  # no bar in a log file
+    assert logs.stdout.count("SPS:") == 2  # but a line per iteration, as the reference prints
+
+
+def test_track_with_wandb_offline(workdir):
+    pytest.importorskip("wandb")
+    run_trainer(workdir, "--env-id", "Pendulum-v1", "--total-timesteps", "512", "--track",
+                "--wandb-project-name", "rpo-test", *FAST, env=clean_env(WANDB_MODE="offline", WANDB_SILENT="true"))
+    offline = [d for d in os.listdir(os.path.join(workdir, "wandb")) if d.startswith("offline-run-")]
+    assert len(offline) == 1
+    run = os.path.join(workdir, "wandb", offline[0])
+    [record] = [os.path.join(run, f) for f in os.listdir(run) if f.endswith(".wandb")]
+    data = open(record, "rb").read()  # what `wandb sync` would upload: the config with the run's flags
+    assert b"Pendulum-v1" in data and b"rpo_alpha" in data
+    # the TensorBoard metrics are mirrored into the W&B run
+    synced = [f for _, _, files in os.walk(os.path.join(run, "files", "runs")) for f in files]
+    assert any(f.startswith("events.out.tfevents") for f in synced)
+
+
+BAD_INPUTS = [
+    (["--env-id", "CartPole-v1"], "Discrete action space"),
+    (["--env-id", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
+    (["--env-id", "Pendulum-v1", "--num-steps", "100"], "--num-minibatches 32 does not divide the batch of 100"),
+    (["--env-id", "Pendulum-v1", "--total-timesteps", "1000"], "--total-timesteps 1000 is less than one batch of 2048"),
+    (["--env-id", "Pendulum-v1", "--rpo-alpha", "-0.1"], "--rpo-alpha must be >= 0"),
+    (["--env-id", "Pendulum-v1", "--num-envs", "0"], "--num-envs must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_INPUTS, ids=[m.split()[0] for _, m in BAD_INPUTS])
+def test_bad_input_gets_one_line(workdir, flags, message):
+    proc = run_trainer(workdir, *flags, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "error:" in lines[0], proc.stderr
+    assert not os.path.exists(os.path.join(workdir, "runs")) or not run_dirs(workdir)
+
+
+def test_dm_control_without_dm_control_names_the_extra(workdir):
+    code = ("import sys, runpy; sys.modules['shimmy'] = None; sys.modules['dm_control'] = None; "
+            f"sys.argv = ['rpo_continuous_action.py', '--env-id', 'dm_control/cartpole-balance-v0']; "
+            f"runpy.run_path({TRAINER!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, env=clean_env())
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and ".[dm-control]" in lines[0], proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without a GPU")
+def test_cuda_flag_without_gpu_runs_on_cpu(workdir):
+    run_trainer(workdir, "--env-id", "Pendulum-v1", "--cuda", "--total-timesteps", "512", *FAST)
+    [run] = run_dirs(workdir)
+    assert len(scalars(run)["losses/value_loss"]) == 1
+
+
+def test_nan_loss_stops_with_the_iteration(workdir):
+    code = (f"import sys; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]; import nan_env; "
+            "import rpo_continuous_action as rpo; "
+            "sys.exit(rpo.main(['--env-id', 'NanReward-v0', '--total-timesteps', '2048', '--num-steps', '512', "
+            "'--num-minibatches', '4', '--update-epochs', '2', '--save-model']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, env=clean_env())
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the loss became nan at iteration 1" in lines[0], proc.stderr
+    [run] = run_dirs(workdir)
+    assert not any(f.endswith(".cleanrl_model") for f in os.listdir(run))  # no garbage checkpoint
+    assert "losses/value_loss" not in scalars(run)
+
+
+def test_interrupted_run_keeps_its_log(workdir):
+    proc = subprocess.Popen([sys.executable, TRAINER, "--env-id", "Pendulum-v1", "--total-timesteps", "200000", *FAST],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    for line in proc.stdout:  # wait for the first iteration, then let it run a little
+        if line.startswith("SPS:"):
+            break
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "SIGINT: stopped at global_step=" in stderr and "Traceback" not in stderr
+    [run] = run_dirs(workdir)
+    logged = scalars(run)["losses/value_loss"]
+    assert len(logged) >= 2 and [s for s, _ in logged] == [512 * (i + 1) for i in range(len(logged))]
