@@ -17,10 +17,12 @@ Runs on gymnasium 1.x (MuJoCo, Box2D, classic control, dm_control through shimmy
 import ctypes.util
 import math
 import os
+import pickle
 import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -423,10 +425,15 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint file at {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle refused by weights_only, ...
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused something that could run code
+        raise UserError(f"{path} is not a readable checkpoint (it holds Python objects, not just tensors; "
+                        "refusing to open it)") from None
+    except Exception as e:  # truncated or corrupt archive
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {reason[:120]})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a checkpoint of rpo_continuous_action.py")
     return checkpoint
@@ -463,9 +470,10 @@ def load_policy(path):
     low, high = checkpoint["action_low"].numpy(), checkpoint["action_high"].numpy()
 
     def act(obs):
-        obs = np.clip((np.asarray(obs, dtype=np.float64).reshape(-1, mean.size) - mean) / std, -10, 10)
-        action = policy.mean(obs.astype(np.float32))
-        return np.clip(action, low, high).reshape((-1, *low.shape) if np.ndim(obs) > 1 else low.shape)
+        obs = np.asarray(obs, dtype=np.float64)
+        batch = obs.reshape(-1, mean.size)
+        action = np.clip(policy.mean(np.clip((batch - mean) / std, -10, 10).astype(np.float32)), low, high)
+        return action if obs.ndim > len(checkpoint["obs_shape"]) else action[0]
 
     return act
 
@@ -486,7 +494,8 @@ def evaluate(policy, obs_rms_state, args, run_name, episodes, seed, checkpoint=N
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
-            obs, _ = env.reset()
+            if len(returns) < episodes:  # a reset would start one more video
+                obs, _ = env.reset()
     env.close()
     return returns
 

@@ -1,0 +1,211 @@
+"""Policies you can keep: save, evaluate in a fresh process, resume after a signal, watch on video."""
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import rpo_continuous_action as rpo
+from conftest import FAST, TRAINER, clean_env, run_dirs, run_trainer, scalars
+
+
+def eval_mean(stdout):
+    return float(re.search(r"eval: episodic_return=(-?[\d.]+) ±", stdout).group(1))
+
+
+def model_file(run_dir):
+    [path] = [os.path.join(run_dir, f) for f in os.listdir(run_dir) if f.endswith(".cleanrl_model")]
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    """An (untrained) InvertedPendulum-v4 policy: quick to make, quick to evaluate."""
+    cwd = str(tmp_path_factory.mktemp("small"))
+    run_trainer(cwd, "--env-id", "InvertedPendulum-v4", "--total-timesteps", "512", "--save-model",
+                "--eval-episodes", "0", *FAST)
+    [run] = run_dirs(cwd)
+    return model_file(run)
+
+
+def test_learned_policy_scores_the_same_in_a_fresh_process(workdir):
+    # InvertedPendulum-v4 balances (return 1000) within 50k steps
+    train = run_trainer(workdir, "--env-id", "InvertedPendulum-v4", "--total-timesteps", "51200", "--save-model",
+                        "--eval-episodes", "5")
+    [run] = run_dirs(workdir)
+    logged = scalars(run)
+    training_eval = [v for _, v in logged["eval/episodic_return"]]
+    assert len(training_eval) == 5 and eval_mean(train.stdout) == pytest.approx(np.mean(training_eval), abs=0.01)
+    assert np.mean(training_eval) >= 900, "the test policy did not learn"
+    last_training = [v for _, v in logged["charts/episodic_return"][-5:]]
+    assert max(last_training) == 1000.0
+
+    path = model_file(run)
+    assert path == os.path.join(run, "rpo_continuous_action.cleanrl_model")
+    fresh = run_trainer(workdir, "--eval-checkpoint", path, "--eval-episodes", "5")
+    assert eval_mean(fresh.stdout) == pytest.approx(np.mean(training_eval), rel=0.05)
+    assert "episode=4" in fresh.stdout
+
+    # what the checkpoint holds, opened the safe way
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["global_step"] == 51200 and checkpoint["iteration"] == 25
+    assert checkpoint["args"]["env_id"] == "InvertedPendulum-v4"
+    for key in ("agent", "optimizer", "obs_rms", "return_rms", "rng"):
+        assert key in checkpoint
+    assert checkpoint["obs_rms"][0]["count"] > 51200  # statistics of every observation seen
+    assert os.path.getsize(path) < 1_000_000
+
+    # The case that breaks when the normalizer statistics are not saved: the same weights,
+    # evaluated on unnormalized observations, fall over.
+    args, _ = rpo.parse_args(["--env-id", "InvertedPendulum-v4"])
+    policy = rpo.RolloutPolicy(rpo.agent_from_checkpoint(checkpoint))
+    without_stats = rpo.evaluate(policy, None, args, "unused", 3, seed=1)
+    assert np.mean(without_stats) < 0.5 * np.mean(training_eval)
+
+    # one call to act in the user's own code, on the raw env
+    act = rpo.load_policy(path)
+    env = gym.make("InvertedPendulum-v4")
+    obs, _ = env.reset(seed=5)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        total, done = total + reward, terminated or truncated
+    assert total >= 900
+    assert act(np.stack([obs, obs])).shape == (2, 1)
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_continues_the_curves(workdir):
+    flags = ["--env-id", "Pendulum-v1", "--total-timesteps", "8192", "--save-model", "--checkpoint-interval", "3",
+             "--eval-episodes", "0", *FAST]
+    proc = subprocess.Popen([sys.executable, TRAINER, *flags], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env())
+    iterations = 0
+    for line in proc.stdout:
+        iterations += line.startswith("SPS:")
+        if iterations == 5:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    [run] = run_dirs(workdir)
+    path = model_file(run)
+    assert f"continue with --resume {os.path.relpath(path, workdir)}" in stderr and "Traceback" not in stderr
+    stopped_at = torch.load(path, weights_only=True)["global_step"]
+    assert 5 * 512 <= stopped_at < 8192
+
+    resumed = run_trainer(workdir, "--resume", os.path.relpath(path, workdir))
+    assert f"resuming {os.path.basename(run)} at global_step={stopped_at}" in resumed.stdout
+    assert run_dirs(workdir) == [run]  # same run directory
+    logged = scalars(run)
+    # every iteration logged exactly once: no gap, no duplicate
+    assert [s for s, _ in logged["losses/value_loss"]] == [512 * i for i in range(1, 17)]
+    # the learning-rate schedule carried on where it was
+    np.testing.assert_allclose([v for _, v in logged["charts/learning_rate"]],
+                               [3e-4 * (1 - (i - 1) / 16) for i in range(1, 17)], rtol=1e-5)
+    steps = [s for s, _ in logged["charts/episodic_return"]]
+    assert steps == sorted(set(steps)) and steps[-1] <= 8192
+    assert {v for _, v in logged["charts/episodic_length"]} == {200.0}
+    assert torch.load(path, weights_only=True)["global_step"] == 8192
+
+
+def test_checkpoint_is_replaced_atomically(small_checkpoint, tmp_path, monkeypatch):
+    target = tmp_path / "model.cleanrl_model"
+    target.write_bytes(open(small_checkpoint, "rb").read())
+    before = target.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    checkpoint = rpo.load_checkpoint(small_checkpoint)
+    args, _ = rpo.parse_args(["--env-id", "InvertedPendulum-v4"])
+    envs = rpo.make_envs(args, "atomic")
+    agent = rpo.agent_from_checkpoint(checkpoint)
+    optimizer = torch.optim.Adam(agent.parameters())
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        rpo.save_checkpoint(str(target), args, "atomic", agent, optimizer, envs, 0, 0, np.random.default_rng())
+    envs.close()
+    assert target.read_bytes() == before
+    assert rpo.load_checkpoint(str(target))["global_step"] == 512
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def bad_files(directory, good):
+    data = open(good, "rb").read()
+    files = {
+        "missing": os.path.join(directory, "nothing-here.cleanrl_model"),
+        "truncated": os.path.join(directory, "truncated.cleanrl_model"),
+        "foreign": os.path.join(directory, "foreign.cleanrl_model"),
+        "code": os.path.join(directory, "code.cleanrl_model"),
+    }
+    open(files["truncated"], "wb").write(data[: len(data) // 2])
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, files["foreign"])
+    with open(files["code"], "wb") as f:
+        pickle.dump(Exploit(), f)
+    return files
+
+
+@pytest.mark.parametrize("mode", ["--eval-checkpoint", "--resume"])
+@pytest.mark.parametrize("kind,message", [("missing", "no checkpoint file at"), ("truncated", "is not a readable checkpoint"),
+                                          ("foreign", "is not a checkpoint of rpo_continuous_action.py"),
+                                          ("code", "is not a readable checkpoint")])
+def test_bad_checkpoint_files(workdir, small_checkpoint, mode, kind, message):
+    path = bad_files(workdir, small_checkpoint)[kind]
+    proc = run_trainer(workdir, mode, path, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not os.path.exists(os.path.join(workdir, "pwned"))  # opening a file never runs its code
+
+
+@pytest.mark.parametrize("mode", ["--eval-checkpoint", "--resume"])
+def test_checkpoint_for_another_env(workdir, small_checkpoint, mode):
+    proc = run_trainer(workdir, mode, small_checkpoint, "--env-id", "Pendulum-v1", check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if "Warn" not in line and "deprecation" not in line]
+    assert len(lines) == 1 and "made for observations (4,) and actions (1,), but Pendulum-v1 has (3,) and (1,)" in lines[0]
+
+
+def video_frames(path):
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path, "ffmpeg") as reader:
+        return np.stack([frame for frame in reader])  # list() would trust its infinite length hint
+
+
+def assert_real_video(folder):
+    videos = sorted(f for f in os.listdir(folder) if f.endswith(".mp4"))
+    assert videos, f"no video in {folder}"
+    frames = video_frames(os.path.join(folder, videos[0]))
+    assert frames.ndim == 4 and len(frames) > 1
+    assert frames[0].std() > 5, "the frame is all one colour"
+    return frames
+
+
+@pytest.mark.parametrize("env_id", ["InvertedPendulum-v4", "dm_control/cartpole-balance-v0"])
+def test_training_video_without_a_display(workdir, env_id):
+    run_trainer(workdir, "--env-id", env_id, "--total-timesteps", "128", "--num-steps", "128", "--num-minibatches", "4",
+                "--update-epochs", "1", "--capture-video")  # clean_env: neither DISPLAY nor MUJOCO_GL set
+    [run] = run_dirs(workdir)
+    assert_real_video(os.path.join(workdir, "videos", os.path.relpath(run, os.path.join(workdir, "runs"))))
+
+
+def test_evaluation_video(workdir, small_checkpoint):
+    proc = run_trainer(workdir, "--eval-checkpoint", small_checkpoint, "--eval-episodes", "2", "--capture-video")
+    run_name = os.path.basename(os.path.dirname(small_checkpoint))
+    folder = os.path.join(workdir, "videos", f"{run_name}-eval")
+    assert sorted(os.listdir(folder)) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
+    frames = assert_real_video(folder)
+    assert not np.array_equal(frames[0], frames[-1])  # the pendulum moves
+    assert "eval: episodic_return=" in proc.stdout
