@@ -93,7 +93,7 @@ class Args:
     """the maximum norm for the gradient clipping"""
     target_kl: Optional[float] = None
     """the target KL divergence threshold"""
-    rpo_alpha: float = 0.5
+    rpo_alpha: float = 0.5  # RPO: the one new hyperparameter
     """the alpha parameter for RPO (0 gives PPO)"""
     bootstrap_truncated: bool = False
     """bootstrap from the value of the final observation when the time limit cuts an episode
@@ -225,9 +225,9 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None):
         action_mean = self.actor_mean(x)
         action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
-        if action is None:
-            action = Normal(action_mean, action_std, validate_args=False).sample()
-            probs = Normal(action_mean, action_std, validate_args=False)
+        probs = Normal(action_mean, action_std, validate_args=False)
+        if action is None:  # the rollout samples from PPO's unperturbed policy
+            action = probs.sample()
         else:
             # RPO: re-score the stored action under N(mu + z, sigma), z ~ U(-alpha, alpha) drawn
             # afresh for every sample and action dimension, on the mean's own device and dtype.
