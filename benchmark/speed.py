@@ -10,10 +10,17 @@ Prints three figures side by side:
             excluded: it pays for imports and warm-up).
   breakdown seconds per iteration in the rollout (acting + env stepping + logging),
             advantage estimation (GAE) and the update (the epochs of minibatch SGD).
+  --side-by-side   also runs two trainers at once (as two runs share a 2-core machine) and prints
+                   each one's steps/s against a run alone.
+  --memory         also prints the peak resident memory of a whole default run (imports included)
+                   of the trainer and, if built (../shared/reference/setup.sh), of the reference.
 Flags after `--` go to the trainer.
 """
 import argparse
 import os
+import re
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,11 +88,32 @@ def profile_training(env_id, iterations, extra):
     return args.batch_size / total, phases, args.batch_size
 
 
+def trainer_runs(env_id, iterations, copies, extra, python=sys.executable, script=None):
+    """Start `copies` trainers at once; returns their steps/s (iterations 2..K) and the peak RSS in MiB."""
+    script = script or os.path.abspath(rpo.__file__)
+    cmd = [python, script, "--env-id", env_id, "--total-timesteps", str(iterations * 2048), "--no-cuda", *extra]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 for _ in range(copies)]
+        outputs = [p.communicate()[0] for p in procs]
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rates = []
+    for out in outputs:
+        sps = [int(x) for x in re.findall(r"^SPS: (\d+)", out, re.M)]
+        # SPS is cumulative: steps of iterations 2..K over their time, from the first and last figures
+        first, last = 2048 / sps[0], iterations * 2048 / sps[-1]
+        rates.append((iterations - 1) * 2048 / (last - first))
+    return rates, peak_mib
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="Hopper-v4")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--ceiling-steps", type=int, default=20000)
+    parser.add_argument("--side-by-side", action="store_true")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--ref-dir", default=os.environ.get("REF_DIR", "/tmp/rpo-reference"))
     parser.add_argument("extra", nargs="*", help="trainer flags, after --")
     opts = parser.parse_args()
 
@@ -101,6 +129,27 @@ def main():
     for name in ("rollout", "gae", "update"):
         print(f"  {name:8s} {phases[name]:6.3f} s  {phases[name] / phases['total']:6.1%}")
     print(f"  (the env stepped alone for one batch: {batch / limit:.3f} s)")
+
+    if opts.side_by_side:
+        [alone], _ = trainer_runs(opts.env_id, opts.iterations, 1, opts.extra)
+        pair, _ = trainer_runs(opts.env_id, opts.iterations, 2, opts.extra)
+        print(f"side by side: one run alone {alone:.0f} steps/s; two at once {pair[0]:.0f} and {pair[1]:.0f} steps/s "
+              f"({min(pair) / alone:.0%} of alone)")
+    if opts.memory:
+        # ru_maxrss of children is the largest child so far: measure the reference first, in its own process tree
+        ref_python = os.path.join(opts.ref_dir, "venv", "bin", "python")
+        ref_script = os.path.join(opts.ref_dir, "rpo_reference.py")
+        code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+                "stderr=subprocess.DEVNULL, cwd=__import__('tempfile').mkdtemp()); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+        def peak(python, script):
+            cmd = [python, script, "--env-id", opts.env_id, "--total-timesteps", str(opts.iterations * 2048), "--no-cuda"]
+            return float(subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True).stdout)
+        mine = peak(sys.executable, os.path.abspath(rpo.__file__))
+        line = f"peak resident memory of a run: trainer {mine:.0f} MiB"
+        if os.path.exists(ref_python):
+            line += f", reference {peak(ref_python, ref_script):.0f} MiB"
+        print(line)
 
 
 if __name__ == "__main__":
