@@ -84,6 +84,9 @@ SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# Job credentials live 10 s instead of 120 s: Slurm holds a requeued job back that long,
+# and one local node launches a job within a second.
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -102,6 +105,8 @@ MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Look for startable jobs (e.g. requeued ones) every 5 s rather than every 30-60 s.
+SchedulerParameters=bf_interval=5,sched_interval=5
 ReturnToService=2
 SlurmdTimeout=60
 InactiveLimit=0
