@@ -91,8 +91,10 @@ def plot(groups, envs, alphas, path):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
                 mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-            line, = ax.plot(grid, mean, label=f"{alpha_header(alpha)} ({len(runs)} seeds)")
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+            color = f"C{alphas.index(alpha)}"  # the same alpha has the same colour in every panel
+            seeds = f"{len(runs)} seed" + ("s" if len(runs) > 1 else "")
+            ax.plot(grid, mean, color=color, label=f"{alpha_header(alpha)} ({seeds})")
+            ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         ax.set_title(env)
         ax.set_xlabel("global step")
         ax.set_ylabel("episodic return")
