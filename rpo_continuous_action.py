@@ -126,6 +126,7 @@ class UserError(Exception):
 def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
     def thunk():
         if env_id.startswith("dm_control/"):
+            use_headless_rendering(required=False)  # dm_control picks its GL backend on import
             try:
                 import shimmy
             except ImportError:
@@ -170,7 +171,7 @@ def find_wrapper(env, wrapper_type):
     raise ValueError(f"no {wrapper_type.__name__} in the wrapper chain")
 
 
-def use_headless_rendering():
+def use_headless_rendering(required=True):
     """Pick an offscreen OpenGL backend for MuJoCo and dm_control when there is no display."""
     if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
         return
@@ -178,7 +179,8 @@ def use_headless_rendering():
         if ctypes.util.find_library(library) and (backend != "egl" or _egl_works()):
             os.environ["MUJOCO_GL"] = backend
             return
-    raise UserError("--capture-video without a display needs OSMesa or EGL: apt-get install libosmesa6")
+    if required:
+        raise UserError("--capture-video without a display needs OSMesa or EGL: apt-get install libosmesa6")
 
 
 def _egl_works():

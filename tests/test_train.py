@@ -112,6 +112,7 @@ def test_track_with_wandb_offline(workdir):
 BAD_INPUTS = [
     (["--env-id", "CartPole-v1"], "Discrete action space"),
     (["--env-id", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
+    (["--env-id", "dm_control/foo-bar-v0"], "cannot make environment 'dm_control/foo-bar-v0'"),
     (["--env-id", "Pendulum-v1", "--num-steps", "100"], "--num-minibatches 32 does not divide the batch of 100"),
     (["--env-id", "Pendulum-v1", "--total-timesteps", "1000"], "--total-timesteps 1000 is less than one batch of 2048"),
     (["--env-id", "Pendulum-v1", "--rpo-alpha", "-0.1"], "--rpo-alpha must be >= 0"),
@@ -119,7 +120,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("flags,message", BAD_INPUTS, ids=[m.split()[0] for _, m in BAD_INPUTS])
+@pytest.mark.parametrize("flags,message", BAD_INPUTS, ids=[" ".join(f) for f, _ in BAD_INPUTS])
 def test_bad_input_gets_one_line(workdir, flags, message):
     proc = run_trainer(workdir, *flags, check=False)
     assert proc.returncode != 0
