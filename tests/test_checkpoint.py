@@ -1,4 +1,5 @@
 """Policies you can keep: save, evaluate in a fresh process, resume after a signal, watch on video."""
+import ctypes.util
 import os
 import pickle
 import re
@@ -193,6 +194,12 @@ def assert_real_video(folder):
     return frames
 
 
+needs_offscreen_gl = pytest.mark.skipif(
+    not (ctypes.util.find_library("OSMesa") or ctypes.util.find_library("EGL")),
+    reason="needs OSMesa or EGL for rendering without a display (apt-get install libosmesa6)")
+
+
+@needs_offscreen_gl
 @pytest.mark.parametrize("env_id", ["InvertedPendulum-v4", "dm_control/cartpole-balance-v0"])
 def test_training_video_without_a_display(workdir, env_id):
     run_trainer(workdir, "--env-id", env_id, "--total-timesteps", "128", "--num-steps", "128", "--num-minibatches", "4",
@@ -201,6 +208,7 @@ def test_training_video_without_a_display(workdir, env_id):
     assert_real_video(os.path.join(workdir, "videos", os.path.relpath(run, os.path.join(workdir, "runs"))))
 
 
+@needs_offscreen_gl
 def test_evaluation_video(workdir, small_checkpoint):
     proc = run_trainer(workdir, "--eval-checkpoint", small_checkpoint, "--eval-episodes", "2", "--capture-video")
     run_name = os.path.basename(os.path.dirname(small_checkpoint))
