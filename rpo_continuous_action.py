@@ -134,20 +134,20 @@ def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
             gym.register_envs(shimmy)
         try:
             env = gym.make(env_id, **({"render_mode": "rgb_array"} if capture_video and idx == 0 else {}))
-        except gym.error.Error as e:  # unknown id, missing simulator, ...
+            if not isinstance(env.action_space, gym.spaces.Box):
+                raise UserError(f"{env_id} has a {type(env.action_space).__name__} action space; "
+                                "RPO needs continuous (Box) actions")
+            if capture_video and idx == 0:
+                env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
+            env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
+            env = gym.wrappers.RecordEpisodeStatistics(env)
+            env = gym.wrappers.ClipAction(env)
+            env = gym.wrappers.NormalizeObservation(env)
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+        except gym.error.Error as e:  # unknown id, missing simulator or video writer, ...
             raise UserError(f"cannot make environment {env_id!r}: {e}") from None
-        if not isinstance(env.action_space, gym.spaces.Box):
-            raise UserError(f"{env_id} has a {type(env.action_space).__name__} action space; "
-                            "RPO needs continuous (Box) actions")
-        if capture_video and idx == 0:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
-        env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        env = gym.wrappers.ClipAction(env)
-        env = gym.wrappers.NormalizeObservation(env)
-        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-        env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
         return env
 
     return thunk
@@ -274,7 +274,7 @@ class RolloutPolicy:
                     for m in net if isinstance(m, nn.Linear)]
 
         self.actor, self.critic = layers(agent.actor_mean), layers(agent.critic)
-        self.logstd = agent.actor_logstd.detach().cpu().numpy()[0]
+        self.logstd = agent.actor_logstd.detach().cpu().numpy()[0].copy()
         self.std = np.exp(self.logstd)
 
     @staticmethod
@@ -414,6 +414,7 @@ def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, i
             "python": random.getstate(),
             "numpy": (np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]),
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "rollout": rollout_rng.bit_generator.state,
         },
     }
@@ -476,6 +477,8 @@ def load_policy(path):
 
     def act(obs):
         obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape[-1:] != mean.shape or obs.ndim > 2:
+            raise ValueError(f"expected an observation of shape {mean.shape} or a batch (n, {mean.size}), got {obs.shape}")
         batch = obs.reshape(-1, mean.size)
         action = np.clip(policy.mean(np.clip((batch - mean) / std, -10, 10).astype(np.float32)), low, high)
         return action if obs.ndim > len(checkpoint["obs_shape"]) else action[0]
@@ -556,6 +559,7 @@ def train(args, checkpoint=None):
         check_shapes(checkpoint, envs, args.env_id)
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.param_groups[0]["lr"] = args.learning_rate  # the saved lr is the annealed one; the loop sets it
         for env, obs_rms, return_rms, discounted in zip(
             envs.envs, checkpoint["obs_rms"], checkpoint["return_rms"], checkpoint["discounted_reward"]
         ):
@@ -567,12 +571,17 @@ def train(args, checkpoint=None):
         random.setstate(rng["python"])
         np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
         torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         rollout_rng.bit_generator.state = rng["rollout"]
         global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
         print(f"resuming {run_name} at global_step={global_step}")
 
     if args.track:
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            raise UserError("--track needs Weights & Biases: pip install -e '.[wandb]'") from None
 
         wandb.init(
             project=args.wandb_project_name,
@@ -616,9 +625,9 @@ def train(args, checkpoint=None):
                     frac = 1.0 - (iteration - 1.0) / args.num_iterations
                     optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
+                iteration_start_step = global_step
                 policy = RolloutPolicy(agent)
                 noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
-                iteration_start_step = global_step
                 for step in range(T):
                     if stop.signum is not None:
                         break
@@ -644,8 +653,8 @@ def train(args, checkpoint=None):
                             writer.add_scalar("charts/episodic_return", last_return, global_step)
                             writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
                 if stop.signum is not None:
-                    global_step = iteration_start_step  # the partial rollout is discarded
-                    interrupted = stop.signum
+                    # the partial rollout is not trained on (the normalizers keep what they saw of it)
+                    global_step = iteration_start_step
                     break
 
                 # bootstrap value if not done
@@ -679,6 +688,9 @@ def train(args, checkpoint=None):
                 completed = iteration
                 if args.save_model and iteration % args.checkpoint_interval == 0:
                     save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
+                if stop.signum is not None:  # arrived during the update: this iteration is complete
+                    break
+            interrupted = stop.signum
 
         progress.close()
         if args.save_model:
@@ -701,20 +713,24 @@ def train(args, checkpoint=None):
         writer.close()
         envs.close()
         if args.track:
-            import wandb
-
             wandb.finish()
 
 
 def parse_args(argv=None):
     """Args from the command line; with --resume or --eval-checkpoint, the saved run's args are the defaults."""
     args = tyro.cli(Args, args=argv)
+    if args.resume and args.eval_checkpoint:
+        raise UserError("give --resume or --eval-checkpoint, not both")
     checkpoint = None
     if args.resume or args.eval_checkpoint:
         checkpoint = load_checkpoint(args.resume or args.eval_checkpoint)
         saved = {f.name: checkpoint["args"][f.name] for f in fields(Args) if f.name in checkpoint["args"]}
         saved.update(resume=args.resume, eval_checkpoint=args.eval_checkpoint)
         args = tyro.cli(Args, args=argv, default=Args(**saved))
+        for name in ("num_envs", "num_steps"):  # the step count and the per-env normalizers depend on them
+            if args.resume and getattr(args, name) != saved[name]:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)} differs from the saved run's "
+                                f"{saved[name]}; a run resumes with the batch shape it started with")
 
     positive = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "torch_threads")
     for name in positive:
@@ -731,8 +747,14 @@ def parse_args(argv=None):
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.rpo_alpha < 0:
         raise UserError(f"--rpo-alpha must be >= 0 (0 is PPO), got {args.rpo_alpha}")
-    if args.eval_episodes < 0:
-        raise UserError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.eval_episodes < (1 if args.eval_checkpoint else 0):
+        raise UserError(f"--eval-episodes must be at least {1 if args.eval_checkpoint else 0}, got {args.eval_episodes}")
+    if args.norm_adv and args.minibatch_size < 2:
+        raise UserError("minibatches of one sample cannot normalize advantages: use fewer --num-minibatches")
+    if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
+        raise UserError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma} and {args.gae_lambda}")
+    if args.learning_rate <= 0:
+        raise UserError(f"--learning-rate must be > 0, got {args.learning_rate}")
     return args, checkpoint
 
 

@@ -170,6 +170,28 @@ def test_bad_checkpoint_files(workdir, small_checkpoint, mode, kind, message):
     assert not os.path.exists(os.path.join(workdir, "pwned"))  # opening a file never runs its code
 
 
+def test_resume_keeps_the_batch_shape_and_takes_the_given_learning_rate(workdir, small_checkpoint):
+    proc = run_trainer(workdir, "--resume", small_checkpoint, "--num-envs", "2", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--num-envs 2 differs from the saved run's 1" in lines[0], proc.stderr
+    # a resumed run that extends the budget with a constant rate uses the rate it is given
+    import shutil
+    run = os.path.join(workdir, "runs", os.path.basename(os.path.dirname(small_checkpoint)))
+    shutil.copytree(os.path.dirname(small_checkpoint), run)
+    path = os.path.join(os.path.relpath(run, workdir), os.path.basename(small_checkpoint))
+    run_trainer(workdir, "--resume", path, "--total-timesteps", "1024", "--no-anneal-lr", "--learning-rate", "0.001")
+    logged = scalars(run)
+    assert [(s, round(v, 6)) for s, v in logged["charts/learning_rate"]] == [(512, 0.0003), (1024, 0.001)]
+
+
+def test_load_policy_rejects_a_wrong_observation_shape(small_checkpoint):
+    act = rpo.load_policy(small_checkpoint)
+    assert act(np.zeros(4)).shape == (1,)
+    with pytest.raises(ValueError, match=r"expected an observation of shape \(4,\)"):
+        act(np.zeros(8))
+
+
 @pytest.mark.parametrize("mode", ["--eval-checkpoint", "--resume"])
 def test_checkpoint_for_another_env(workdir, small_checkpoint, mode):
     proc = run_trainer(workdir, mode, small_checkpoint, "--env-id", "Pendulum-v1", check=False)

@@ -117,6 +117,10 @@ BAD_INPUTS = [
     (["--env-id", "Pendulum-v1", "--total-timesteps", "1000"], "--total-timesteps 1000 is less than one batch of 2048"),
     (["--env-id", "Pendulum-v1", "--rpo-alpha", "-0.1"], "--rpo-alpha must be >= 0"),
     (["--env-id", "Pendulum-v1", "--num-envs", "0"], "--num-envs must be at least 1"),
+    (["--env-id", "Pendulum-v1", "--gamma", "1.5"], "--gamma must be in (0, 1]"),
+    (["--env-id", "Pendulum-v1", "--learning-rate", "-0.001"], "--learning-rate must be > 0"),
+    (["--env-id", "Pendulum-v1", "--num-steps", "32"], "minibatches of one sample cannot normalize advantages"),
+    (["--resume", "a.cleanrl_model", "--eval-checkpoint", "b.cleanrl_model"], "give --resume or --eval-checkpoint, not both"),
 ]
 
 
@@ -129,14 +133,22 @@ def test_bad_input_gets_one_line(workdir, flags, message):
     assert not os.path.exists(os.path.join(workdir, "runs")) or not run_dirs(workdir)
 
 
-def test_dm_control_without_dm_control_names_the_extra(workdir):
-    code = ("import sys, runpy; sys.modules['shimmy'] = None; sys.modules['dm_control'] = None; "
-            f"sys.argv = ['rpo_continuous_action.py', '--env-id', 'dm_control/cartpole-balance-v0']; "
-            f"runpy.run_path({TRAINER!r}, run_name='__main__')")
+MISSING_PACKAGES = [
+    (["shimmy", "dm_control"], ["--env-id", "dm_control/cartpole-balance-v0"], ".[dm-control]"),
+    (["wandb"], ["--env-id", "Pendulum-v1", "--track"], ".[wandb]"),
+    (["moviepy"], ["--env-id", "Pendulum-v1", "--capture-video"], "moviepy"),
+]
+
+
+@pytest.mark.parametrize("missing,flags,message", MISSING_PACKAGES, ids=[m[0][0] for m in MISSING_PACKAGES])
+def test_missing_package_names_what_to_install(workdir, missing, flags, message):
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in missing)  # import fails as if not installed
+    code = (f"import sys, runpy; {blocked}; sys.argv = ['rpo_continuous_action.py', *{flags!r}, '--total-timesteps', "
+            f"'512', *{FAST!r}]; runpy.run_path({TRAINER!r}, run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, env=clean_env())
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and ".[dm-control]" in lines[0], proc.stderr
+    assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without a GPU")
