@@ -726,6 +726,8 @@ def parse_args(argv=None):
         checkpoint = load_checkpoint(args.resume or args.eval_checkpoint)
         saved = {f.name: checkpoint["args"][f.name] for f in fields(Args) if f.name in checkpoint["args"]}
         saved.update(resume=args.resume, eval_checkpoint=args.eval_checkpoint)
+        if args.eval_checkpoint:  # how the run was trained, yes; how it was watched, no
+            saved.update(eval_episodes=Args.eval_episodes, capture_video=False, track=False)
         args = tyro.cli(Args, args=argv, default=Args(**saved))
         for name in ("num_envs", "num_steps"):  # the step count and the per-env normalizers depend on them
             if args.resume and getattr(args, name) != saved[name]:
