@@ -156,11 +156,10 @@ def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
 def make_envs(args, run_name):
     # SAME_STEP autoreset (gymnasium 0.29's behaviour): the step that ends an episode returns the
     # next episode's first observation, so no stored transition spans two episodes.
-    envs = gym.vector.SyncVectorEnv(
+    return gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    return envs
 
 
 def find_wrapper(env, wrapper_type):
@@ -386,8 +385,8 @@ def _rms_state(rms):
 
 
 def _load_rms(rms, state):
-    rms.mean = state["mean"].numpy().astype(rms.mean.dtype if hasattr(rms.mean, "dtype") else np.float64)
-    rms.var = state["var"].numpy().astype(rms.var.dtype if hasattr(rms.var, "dtype") else np.float64)
+    rms.mean = state["mean"].numpy().astype(rms.mean.dtype)
+    rms.var = state["var"].numpy().astype(rms.var.dtype)
     rms.count = state["count"]
 
 
@@ -481,7 +480,7 @@ def load_policy(path):
             raise ValueError(f"expected an observation of shape {mean.shape} or a batch (n, {mean.size}), got {obs.shape}")
         batch = obs.reshape(-1, mean.size)
         action = np.clip(policy.mean(np.clip((batch - mean) / std, -10, 10).astype(np.float32)), low, high)
-        return action if obs.ndim > len(checkpoint["obs_shape"]) else action[0]
+        return action if obs.ndim == 2 else action[0]
 
     return act
 
