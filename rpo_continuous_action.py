@@ -615,7 +615,7 @@ def train(args, checkpoint=None):
     last_return = None
     progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step",
                     unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty())
-    interrupted, completed = None, start_iteration - 1
+    completed = start_iteration - 1
     try:
         with StopRequest() as stop:
             for iteration in range(start_iteration, args.num_iterations + 1):
@@ -685,21 +685,19 @@ def train(args, checkpoint=None):
                 progress.set_postfix(episodic_return=last_return, refresh=False)
 
                 completed = iteration
-                if args.save_model and iteration % args.checkpoint_interval == 0:
+                if args.save_model and iteration % args.checkpoint_interval == 0 and iteration < args.num_iterations:
                     save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
                 if stop.signum is not None:  # arrived during the update: this iteration is complete
                     break
-            interrupted = stop.signum
 
         progress.close()
-        if args.save_model:
+        if args.save_model:  # the last iteration, or the last one finished before a signal
             save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
             print(f"model saved to {model_path}")
-        if interrupted is not None:
-            name = signal.Signals(interrupted).name
+        if stop.signum is not None:
             hint = f"; continue with --resume {model_path}" if args.save_model else ""
-            print(f"{name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
-            return 128 + interrupted
+            print(f"{signal.Signals(stop.signum).name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
+            return 128 + stop.signum
         if args.save_model and args.eval_episodes > 0:
             obs_rms = _rms_state(find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation).obs_rms)
             returns = evaluate(RolloutPolicy(agent), obs_rms, args, run_name, args.eval_episodes, args.seed)
