@@ -128,7 +128,7 @@ def test_checkpoint_is_replaced_atomically(small_checkpoint, tmp_path, monkeypat
     args, _ = rpo.parse_args(["--env-id", "InvertedPendulum-v4"])
     envs = rpo.make_envs(args, "atomic")
     agent = rpo.agent_from_checkpoint(checkpoint)
-    optimizer = torch.optim.Adam(agent.parameters())
+    optimizer = rpo.Adam(rpo.flatten_parameters(agent), lr=3e-4, eps=1e-5)
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
         rpo.save_checkpoint(str(target), args, "atomic", agent, optimizer, envs, 0, 0, np.random.default_rng())

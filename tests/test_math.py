@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 from torch.distributions.normal import Normal
 
 import rpo_continuous_action as rpo
@@ -161,12 +162,13 @@ def test_value_loss_hand_computed():
 
 
 def test_flat_parameters_train_like_separate_ones():
-    """flatten_parameters changes where the numbers live, not what Adam and clipping compute."""
+    """flatten_parameters and the written-out Adam change where the numbers live, not what Adam and
+    clipping compute."""
     x, a = torch.randn(64, 5), torch.randn(64, 2)
     agents = [make_agent(act_dim=2, alpha=0.0, seed=7) for _ in range(2)]
     flat = rpo.flatten_parameters(agents[1])
     optimizers = [torch.optim.Adam(agents[0].parameters(), lr=1e-2, eps=1e-5),
-                  torch.optim.Adam([flat], lr=1e-2, eps=1e-5, fused=True)]
+                  rpo.Adam(flat, lr=1e-2, eps=1e-5)]
     for _ in range(5):
         # the library's way on separate parameters ...
         _, logprob, _, value = agents[0].get_action_and_value(x, a)
@@ -183,3 +185,30 @@ def test_flat_parameters_train_like_separate_ones():
     for p, q in zip(agents[0].parameters(), agents[1].parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert not torch.equal(agents[1].critic[0].weight, make_agent(act_dim=2, seed=7).critic[0].weight)
+
+
+def test_adam_is_torch_adam_and_its_state_travels_both_ways():
+    gen = torch.Generator().manual_seed(3)
+    theirs = nn.Parameter(torch.randn(300, generator=gen))
+    ours = nn.Parameter(theirs.detach().clone())
+    ours.grad = torch.zeros_like(ours)
+    reference = torch.optim.Adam([theirs], lr=3e-4, eps=1e-5, foreach=False)
+    adam = rpo.Adam(ours, lr=3e-4, eps=1e-5)
+    for step in range(25):
+        grad = torch.randn(300, generator=gen) * (step + 1)
+        theirs.grad = grad.clone()
+        ours.grad.copy_(grad)
+        reference.param_groups[0]["lr"] = adam.lr = 3e-4 * (1 - step / 25)  # annealed, as in training
+        reference.step()
+        adam.step()
+    assert torch.equal(ours, theirs)  # the same operations in the same order: bit for bit
+    # a state saved by one continues in the other (checkpoints written with torch.optim.Adam still resume)
+    moved = nn.Parameter(ours.detach().clone())
+    moved.grad = ours.grad.clone()
+    resumed = rpo.Adam(moved, lr=1.0, eps=1e-5)
+    resumed.load_state_dict(reference.state_dict())
+    assert resumed.lr == reference.param_groups[0]["lr"] and resumed.steps == 25
+    reference.load_state_dict(adam.state_dict())
+    reference.step()
+    resumed.step()
+    assert torch.equal(moved, theirs)
