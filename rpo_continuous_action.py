@@ -155,9 +155,12 @@ def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
 def make_envs(args, run_name):
     # SAME_STEP autoreset (gymnasium 0.29's behaviour): the step that ends an episode returns the
     # next episode's first observation, so no stored transition spans two episodes.
+    # copy=False: the returned observation is the vector env's own buffer, which the next step
+    # overwrites; the training loop copies it into the rollout first, so a deepcopy a step is waste.
     return gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,
     )
 
 
