@@ -78,7 +78,7 @@ def test_sampling_uses_the_unperturbed_policy():
     policy = rpo.RolloutPolicy(agent)
     obs = x.numpy()
     noise = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
-    action, logprob, value = policy.act(obs, noise)
+    action, logprob, value = policy.act(obs, noise), policy.logprob(noise), policy.value(obs)
     with torch.no_grad():
         expected = Normal(mean, std).log_prob(torch.from_numpy(action)).sum(1).numpy()
     np.testing.assert_allclose(action, mean.numpy() + std.numpy() * noise, rtol=1e-5, atol=1e-6)
