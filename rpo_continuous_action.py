@@ -136,6 +136,9 @@ def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
             if not isinstance(env.action_space, gym.spaces.Box):
                 raise UserError(f"{env_id} has a {type(env.action_space).__name__} action space; "
                                 "RPO needs continuous (Box) actions")
+            if len(env.action_space.shape) != 1:
+                raise UserError(f"{env_id} has actions of shape {env.action_space.shape}; this trainer needs a "
+                                "vector of actions (a Box of one dimension)")
             if capture_video and idx == 0:
                 env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
             env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
@@ -292,8 +295,10 @@ class Adam:
         return {"state": state, "param_groups": [group]}
 
     def load_state_dict(self, state_dict):
-        self.lr = state_dict["param_groups"][0]["lr"]
-        state = state_dict["state"].get(0)
+        groups, state = state_dict["param_groups"], state_dict["state"].get(0)
+        if len(groups) != 1 or groups[0]["params"] != [0] or (state and state["exp_avg"].shape != self.param.shape):
+            raise UserError("the checkpoint's optimizer state does not fit this trainer's flat parameter")
+        self.lr = groups[0]["lr"]
         if state:
             self.steps = int(state["step"])
             self.exp_avg.copy_(state["exp_avg"])

@@ -212,3 +212,16 @@ def test_adam_is_torch_adam_and_its_state_travels_both_ways():
     reference.step()
     resumed.step()
     assert torch.equal(moved, theirs)
+
+
+def test_adam_resumes_the_fused_state_older_checkpoints_hold_and_refuses_a_foreign_one():
+    p = nn.Parameter(torch.randn(50))
+    p.grad = torch.randn(50)
+    fused = torch.optim.Adam([p], lr=3e-4, eps=1e-5, fused=True)  # what checkpoints held before rpo.Adam
+    fused.step()
+    adam = rpo.Adam(nn.Parameter(p.detach().clone()), lr=1.0, eps=1e-5)
+    adam.load_state_dict(fused.state_dict())
+    assert adam.steps == 1 and adam.lr == 3e-4 and torch.equal(adam.exp_avg_sq, fused.state[p]["exp_avg_sq"])
+    per_layer = torch.optim.Adam([nn.Parameter(torch.zeros(30)), nn.Parameter(torch.zeros(20))])
+    with pytest.raises(rpo.UserError, match="optimizer state does not fit"):
+        adam.load_state_dict(per_layer.state_dict())

@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+import rpo_continuous_action as rpo
 from conftest import FAST, ROOT, TRAINER, clean_env, run_dirs, run_trainer, scalars
 
 TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
@@ -131,6 +133,17 @@ def test_bad_input_gets_one_line(workdir, flags, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "error:" in lines[0], proc.stderr
     assert not os.path.exists(os.path.join(workdir, "runs")) or not run_dirs(workdir)
+
+
+class MatrixActionEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32)
+
+
+def test_an_action_matrix_is_refused_by_name():
+    gym.register("MatrixAction-v0", entry_point=MatrixActionEnv)
+    with pytest.raises(rpo.UserError, match=r"MatrixAction-v0 has actions of shape \(2, 3\)"):
+        rpo.make_env("MatrixAction-v0", 0, False, "matrix", 0.99)()
 
 
 MISSING_PACKAGES = [
