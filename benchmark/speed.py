@@ -8,7 +8,7 @@ Prints three figures side by side:
             alone with random actions: no policy, no learning. The trainer cannot beat it.
   trainer   steps/s of a real training run with the default hyperparameters (first iteration
             excluded: it pays for imports and warm-up).
-  breakdown seconds per iteration in the rollout (acting + env stepping + logging),
+  breakdown seconds per iteration in the rollout (acting + env stepping + logging + the batched critic),
             advantage estimation (GAE) and the update (the epochs of minibatch SGD).
   --side-by-side   also runs two trainers at once (as two runs share a 2-core machine) and prints
                    each one's steps/s against a run alone.
