@@ -11,7 +11,10 @@ from PPO; `--rpo-alpha 0` is PPO.
     python rpo_continuous_action.py --eval-checkpoint runs/RUN/rpo_continuous_action.cleanrl_model
     python rpo_continuous_action.py --resume runs/RUN/rpo_continuous_action.cleanrl_model
 
-Runs on gymnasium 1.x (MuJoCo, Box2D, classic control, dm_control through shimmy) and torch 2.x.
+The algorithm reads top to bottom: Args, the environment, the Agent, advantages and losses, the
+update, the training loop. Plumbing (the rollout's fast path, checkpoints, evaluation, signals, the
+command line) follows under its own banner. Edit the Agent and the optimizer line freely: the fast
+path checks itself against the Agent every iteration and steps aside when it cannot follow.
 """
 
 import ctypes.util
@@ -23,6 +26,7 @@ import signal
 import sys
 import time
 import warnings
+from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -30,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -42,7 +47,7 @@ class Args:
     seed: int = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=False`"""
+    """if toggled, `torch.backends.cudnn.deterministic=True` (turn off with --no-torch-deterministic)"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default (falls back to the CPU when there is no GPU)"""
     track: bool = False
@@ -90,7 +95,7 @@ class Args:
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping"""
     target_kl: Optional[float] = None
-    """the target KL divergence threshold"""
+    """the target KL divergence threshold (compared with the KL without RPO's noise)"""
     rpo_alpha: float = 0.5  # RPO: the one new hyperparameter
     """the alpha parameter for RPO (0 gives PPO)"""
     bootstrap_truncated: bool = False
@@ -122,7 +127,14 @@ class UserError(Exception):
     """Bad input: reported as one line on stderr, without a traceback."""
 
 
-def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+MUJOCO_ENVS = ("Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
+               "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d")
+
+
+def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
     def thunk():
         if env_id.startswith("dm_control/"):
             use_headless_rendering(required=False)  # dm_control picks its GL backend on import
@@ -131,73 +143,91 @@ def make_env(env_id, idx, capture_video, run_name, gamma, video_trigger=None):
             except ImportError:
                 raise UserError(f"{env_id} needs dm_control: pip install -e '.[dm-control]'") from None
             gym.register_envs(shimmy)
+        name, version = env_id.rsplit("-v", 1) if "-v" in env_id else (env_id, "")
+        if name in MUJOCO_ENVS and version in ("2", "3"):  # gymnasium 1.x keeps these ids only to say they moved
+            raise UserError(f"{env_id} needs mujoco-py, which gymnasium 1.x dropped: use {name}-v4 or {name}-v5 "
+                            "(the published MuJoCo v2 results have v4 twins)")
         try:
             env = gym.make(env_id, **({"render_mode": "rgb_array"} if capture_video and idx == 0 else {}))
-            if not isinstance(env.action_space, gym.spaces.Box):
-                raise UserError(f"{env_id} has a {type(env.action_space).__name__} action space; "
-                                "RPO needs continuous (Box) actions")
-            if len(env.action_space.shape) != 1:
-                raise UserError(f"{env_id} has actions of shape {env.action_space.shape}; this trainer needs a "
-                                "vector of actions (a Box of one dimension)")
             if capture_video and idx == 0:
                 env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
-            env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
-            env = gym.wrappers.RecordEpisodeStatistics(env)
-            env = gym.wrappers.ClipAction(env)
-            env = gym.wrappers.NormalizeObservation(env)
-            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
         except gym.error.Error as e:  # unknown id, missing simulator or video writer, ...
             raise UserError(f"cannot make environment {env_id!r}: {e}") from None
-        return env
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            kind = f"actions of shape {space.shape}" if isinstance(space, gym.spaces.Box) else f"a {type(space).__name__} action space"
+            raise UserError(f"{env_id} has {kind}; RPO needs a vector of continuous actions (a Box of one dimension)")
+        env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        return env  # observations and rewards are normalized for all envs at once: NormalizeObsReward
 
     return thunk
+
+
+class RunningMeanStd(gym.wrappers.utils.RunningMeanStd):
+    def update(self, x):
+        if len(x) == 1:  # one env: np.mean and np.var of one sample are the sample and 0, exactly, at 5x the cost
+            return self.update_from_moments(x[0], np.zeros_like(x[0]), 1)
+        super().update(x)
+
+
+class NormalizeObsReward(gym.vector.VectorWrapper):
+    """The reference's per-env NormalizeObservation, clip(obs, -10, 10), NormalizeReward and
+    clip(reward, -10, 10), computed for all sub-envs in one batch: gymnasium's wrappers cost more per
+    step than a small simulator (Pendulum: 36 of 53 us), and its vector versions refuse same-step
+    autoreset. With one env the numbers are those of the per-env wrappers, bit for bit; with several,
+    the envs share one set of statistics (the per-env wrappers keep one each).
+    """
+
+    def __init__(self, envs, gamma, epsilon=1e-8, clip=10.0):
+        super().__init__(envs)
+        self.obs_rms = RunningMeanStd(shape=envs.single_observation_space.shape, dtype=np.float32)
+        self.return_rms = RunningMeanStd(shape=())
+        self.discounted_reward = np.zeros(envs.num_envs)
+        self.gamma, self.epsilon, self.clip = gamma, epsilon, clip
+        self.update_running_mean = True  # False freezes the statistics (evaluation)
+
+    def normalize_obs(self, obs):
+        if self.update_running_mean:
+            self.obs_rms.update(obs)
+        return normalize_obs(obs, self.obs_rms.mean, self.obs_rms.var, self.epsilon, self.clip)
+
+    def reset(self, **kwargs):
+        obs, infos = self.env.reset(**kwargs)
+        return self.normalize_obs(obs), infos
+
+    def step(self, actions):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        if "final_obs" in infos:  # an episode ended: its last observation counts before the next one's first
+            ended = np.flatnonzero(infos["_final_obs"])
+            for i, final in zip(ended, self.normalize_obs(np.stack(infos["final_obs"][ended]))):
+                infos["final_obs"][i] = final
+        self.discounted_reward = self.discounted_reward * self.gamma * (1 - terminations) + rewards
+        if self.update_running_mean:
+            self.return_rms.update(self.discounted_reward)
+        rewards = np.clip(rewards / np.sqrt(self.return_rms.var + self.epsilon), -self.clip, self.clip)
+        return self.normalize_obs(obs), rewards, terminations, truncations, infos
+
+
+def normalize_obs(obs, mean, var, epsilon=1e-8, clip=10.0):
+    return np.clip(np.float32((obs - mean) / np.sqrt(var + epsilon)), -clip, clip)
 
 
 def make_envs(args, run_name):
     # SAME_STEP autoreset (gymnasium 0.29's behaviour): the step that ends an episode returns the
     # next episode's first observation, so no stored transition spans two episodes.
-    # copy=False: the returned observation is the vector env's own buffer, which the next step
-    # overwrites; the training loop copies it into the rollout first, so a deepcopy a step is waste.
-    return gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, run_name, args.gamma) for i in range(args.num_envs)],
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, run_name) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        copy=False,
+        copy=False,  # NormalizeObsReward returns fresh arrays: copying the vector env's buffer is waste
     )
+    return NormalizeObsReward(envs, args.gamma)
 
 
-def find_wrapper(env, wrapper_type):
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, wrapper_type):
-            return env
-        env = env.env
-    raise ValueError(f"no {wrapper_type.__name__} in the wrapper chain")
-
-
-def use_headless_rendering(required=True):
-    """Pick an offscreen OpenGL backend for MuJoCo and dm_control when there is no display."""
-    if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
-        return
-    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
-        if ctypes.util.find_library(library) and (backend != "egl" or _egl_works()):
-            os.environ["MUJOCO_GL"] = backend
-            return
-    if required:
-        raise UserError("--capture-video without a display needs OSMesa or EGL: apt-get install libosmesa6")
-
-
-def _egl_works():
-    # libEGL is often installed without a GPU driver behind it; only trust it if a display opens.
-    try:
-        egl = ctypes.CDLL(ctypes.util.find_library("EGL"))
-        egl.eglGetDisplay.restype = ctypes.c_void_p
-        display = egl.eglGetDisplay(ctypes.c_void_p(0))
-        return bool(display) and bool(egl.eglInitialize(ctypes.c_void_p(display), None, None))
-    except (OSError, AttributeError):
-        return False
-
-
+# ---------------------------------------------------------------------------------------------
+# Agent
+# ---------------------------------------------------------------------------------------------
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -227,123 +257,32 @@ class Agent(nn.Module):
     def get_value(self, x):
         return self.critic(x)
 
-    def get_action_and_value(self, x, action=None):
+    def get_mean_and_logstd(self, x):
+        """The unperturbed policy N(mean, exp(logstd)) at x: the rollout acts with it."""
         action_mean = self.actor_mean(x)
-        action_logstd = self.actor_logstd.expand_as(action_mean)
-        action_std = torch.exp(action_logstd)
-        if action is None:  # the rollout samples from PPO's unperturbed policy
-            action = torch.normal(action_mean.detach(), action_std.detach())
-        else:
-            # RPO: re-score the stored action under N(mu + z, sigma), z ~ U(-alpha, alpha) drawn
-            # afresh for every sample and action dimension, on the mean's own device and dtype.
+        return action_mean, self.actor_logstd.expand_as(action_mean)
+
+    def get_action_and_value(self, x, action, rpo_noise=True):
+        """Log-prob of stored actions, entropy and value: the update's view (the rollout's with rpo_noise=False)."""
+        action_mean, action_logstd = self.get_mean_and_logstd(x)
+        if rpo_noise:
+            # RPO: score the stored action under N(mu + z, sigma), z ~ U(-alpha, alpha) drawn afresh for
+            # every sample and action dimension, on the mean's own device and dtype.
             z = torch.empty_like(action_mean).uniform_(-self.rpo_alpha, self.rpo_alpha)
             action_mean = action_mean + z
-        # log N(action; mean, std) and the entropy of N(mean, std), summed over action dimensions
-        logprob = (-0.5 * ((action - action_mean) / action_std) ** 2 - action_logstd - 0.5 * math.log(2 * math.pi)).sum(1)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + action_logstd).sum(1)
+        logprob = gaussian_logprob(action, action_mean, action_logstd)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + action_logstd).sum(-1)
         return action, logprob, entropy, self.critic(x)
 
 
-def flatten_parameters(module):
-    """Make every parameter of `module` a view into one flat tensor, and every gradient a view into
-    one flat gradient; returns the flat parameter, whose `.grad` is that gradient.
-
-    Adam, gradient clipping and zeroing then run on one tensor instead of one per layer: on a
-    CPU that cuts a fifth of the update's time. The arithmetic is the same, element for element.
-    Keep the gradient buffer alive: zero it in place (`flat.grad.zero_()`), never set it to None.
-    """
-    params = list(module.parameters())
-    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
-    flat.grad = torch.zeros_like(flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat.data[offset : offset + n].view_as(p)
-        p.grad = flat.grad[offset : offset + n].view_as(p)
-        offset += n
-    return flat
+def gaussian_logprob(action, mean, logstd):
+    """log N(action; mean, exp(logstd)), summed over action dimensions (torch.distributions.Normal's formula)."""
+    return (-0.5 * ((action - mean) / logstd.exp()) ** 2 - logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-class Adam:
-    """torch.optim.Adam (no weight decay, no amsgrad) for the one flat parameter, written out.
-
-    Creating any torch.optim optimizer imports torch._dynamo, about 70 MiB of resident memory in a
-    run that otherwise needs under 300. These are the same operations as torch.optim.Adam's
-    single-tensor path (tested against it), and state_dict() has its layout.
-    """
-
-    def __init__(self, param, lr, eps, betas=(0.9, 0.999)):
-        self.param, self.lr, self.eps, self.betas = param, lr, eps, betas
-        self.steps = 0
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
-
-    @torch.no_grad()
-    def step(self):
-        beta1, beta2 = self.betas
-        grad = self.param.grad
-        self.steps += 1
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1, bias_correction2 = 1 - beta1**self.steps, 1 - beta2**self.steps
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2**0.5).add_(self.eps)
-        self.param.addcdiv_(self.exp_avg, denom, value=-self.lr / bias_correction1)
-
-    def state_dict(self):
-        state = {0: {"step": torch.tensor(float(self.steps)), "exp_avg": self.exp_avg.clone(),
-                     "exp_avg_sq": self.exp_avg_sq.clone()}} if self.steps else {}
-        group = {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": 0, "amsgrad": False, "params": [0]}
-        return {"state": state, "param_groups": [group]}
-
-    def load_state_dict(self, state_dict):
-        groups, state = state_dict["param_groups"], state_dict["state"].get(0)
-        if len(groups) != 1 or groups[0]["params"] != [0] or (state and state["exp_avg"].shape != self.param.shape):
-            raise UserError("the checkpoint's optimizer state does not fit this trainer's flat parameter")
-        self.lr = groups[0]["lr"]
-        if state:
-            self.steps = int(state["step"])
-            self.exp_avg.copy_(state["exp_avg"])
-            self.exp_avg_sq.copy_(state["exp_avg_sq"])
-
-
-class RolloutPolicy:
-    """A numpy copy of the agent, used to act during one rollout, while its weights are frozen.
-
-    For one observation a torch call costs more than the arithmetic; in numpy the forward pass
-    and the sample take a quarter of the time. It samples from the unperturbed N(mu, sigma):
-    RPO's noise belongs to the update only.
-    """
-
-    def __init__(self, agent):
-        def layers(net):
-            return [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
-                    for m in net if isinstance(m, nn.Linear)]
-
-        self.actor, self.critic = layers(agent.actor_mean), layers(agent.critic)
-        self.logstd = agent.actor_logstd.detach().cpu().numpy()[0].copy()
-        self.std = np.exp(self.logstd)
-
-    @staticmethod
-    def _mlp(layers, x):
-        for w, b in layers[:-1]:
-            x = np.tanh(x @ w + b)
-        w, b = layers[-1]
-        return x @ w + b
-
-    def mean(self, obs):
-        return self._mlp(self.actor, obs)
-
-    def value(self, obs):
-        return self._mlp(self.critic, obs)[..., 0]
-
-    def act(self, obs, noise):
-        """The action mu(obs) + sigma * noise, given standard normal noise."""
-        return self.mean(obs) + self.std * noise
-
-    def logprob(self, noise):
-        """log N(a; mu, sigma) of the actions drawn with `noise`: (a - mu) / sigma == noise."""
-        return (-0.5 * noise * noise - self.logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
+# ---------------------------------------------------------------------------------------------
+# Advantages, losses, update
+# ---------------------------------------------------------------------------------------------
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
     """Generalized advantage estimation over a (num_steps, num_envs) rollout.
 
@@ -376,12 +315,22 @@ def value_loss(newvalue, returns, oldvalue, clip_coef, clip_vloss):
     return 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
 
 
+def approx_kl(logratio):
+    """Schulman's k3 estimator of KL(old || new) from log(new/old) of the sampled actions."""
+    return ((logratio.exp() - 1) - logratio).mean()
+
+
+@torch.no_grad()
+def unperturbed_logratio(agent, obs, actions, logprobs):
+    """log(new/old) without RPO's noise: how far the policy itself has moved since the rollout."""
+    return agent.get_action_and_value(obs, actions, rpo_noise=False)[1] - logprobs
+
+
 def update(agent, optimizer, batch, args):
     """PPO's update on one rollout: `update_epochs` passes of shuffled minibatches. Returns the losses
     of the last minibatch and the mean clip fraction, as floats."""
     M, B = args.num_minibatches, args.minibatch_size
-    ratios = []
-    grad = optimizer.param.grad  # the flat gradient, see flatten_parameters
+    params, ratios = list(agent.parameters()), []
     for epoch in range(args.update_epochs):
         # Shuffle once per epoch and gather every tensor in one go; the minibatches are then views.
         perm = torch.randperm(args.batch_size, device=batch["obs"].device)
@@ -398,33 +347,310 @@ def update(agent, optimizer, batch, args):
             pg_loss = policy_loss(advantages[i], ratio, args.clip_coef)
             v_loss = value_loss(newvalue.view(-1), returns[mb], values[mb], args.clip_coef, args.clip_vloss)
             entropy_loss = entropy.mean()
-            loss = pg_loss + v_loss * args.vf_coef
-            if args.ent_coef:  # at 0 (the default) the term adds nothing: leave it out of the backward pass
-                loss = loss - args.ent_coef * entropy_loss
+            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
-            grad.zero_()
+            optimizer.zero_grad()
             loss.backward()
-            # nn.utils.clip_grad_norm_'s formula, applied to the one flat gradient without its per-call overhead
-            grad.mul_(torch.clamp(args.max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0))
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
             ratios.append(ratio.detach())  # for the clip fraction, computed once at the end
 
-        with torch.no_grad():
-            # calculate approx_kl http://joschu.net/blog/kl-approx.html (last minibatch, as PPO logs it)
-            old_approx_kl = (-logratio).mean()
-            approx_kl = ((ratio - 1) - logratio).mean()
-        if args.target_kl is not None and approx_kl > args.target_kl:
+        # RPO: the logged KLs of the last minibatch (as PPO logs them) include the noise z; the noise-free one
+        # measures the policy's own move, and is what --target-kl compares (with alpha = 0 they are the same)
+        kl_unperturbed = approx_kl(unperturbed_logratio(agent, obs[mb], actions[mb], logprobs[mb]))
+        if args.target_kl is not None and kl_unperturbed > args.target_kl:
             break
-    return {"loss": loss.item(), "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
-            "entropy": entropy_loss.item(), "old_approx_kl": old_approx_kl.item(), "approx_kl": approx_kl.item(),
-            "clipfrac": ((torch.stack(ratios) - 1.0).abs() > args.clip_coef).float().mean().item()}
+    with torch.no_grad():
+        ratio = torch.stack(ratios)
+        return {"loss": loss.item(), "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
+                "entropy": entropy_loss.item(), "old_approx_kl": (-logratio).mean().item(),
+                "approx_kl": approx_kl(logratio).item(), "approx_kl_unperturbed": kl_unperturbed.item(),
+                "clipfrac": ((ratio - 1.0).abs() > args.clip_coef).float().mean().item()}
 
 
 # ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def train(args, checkpoint=None):
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    run_name = checkpoint["run_name"] if checkpoint else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    rollout_rng = np.random.default_rng(args.seed)
+
+    envs = make_envs(args, run_name)
+    obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
+    agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    global_step, start_iteration = restore(checkpoint, args.env_id, envs, agent, optimizer, base_lrs, rollout_rng) if checkpoint else (0, 1)
+    log = Logger(args, run_name, global_step, resumed=checkpoint is not None)
+    act = RolloutActor(agent)
+
+    # Storage for one rollout. numpy on the CPU, where the envs live; it moves to `device` once per update.
+    T, N = args.num_steps, args.num_envs
+    obs = np.zeros((T, N) + obs_shape, dtype=np.float32)
+    actions = np.zeros((T, N) + act_shape, dtype=np.float32)
+    rewards = np.zeros((T, N), dtype=np.float32)
+    dones = np.zeros((T, N), dtype=np.float32)
+    next_obs, _ = envs.reset(seed=args.seed + global_step)
+
+    with closing(envs), log:
+        with StopRequest() as stop:
+            for iteration in range(start_iteration, args.num_iterations + 1):
+                if args.anneal_lr:  # each parameter group's rate, annealed linearly to 0
+                    frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                    for group, lr in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = frac * lr
+
+                # Rollout: act with the unperturbed policy, N(mean, sigma); RPO's noise belongs to the update only.
+                act.refresh(next_obs)
+                noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
+                for step in range(T):
+                    if stop.signum is not None:
+                        break  # the partial rollout is not trained on (the normalizers keep what they saw of it)
+                    obs[step] = next_obs
+                    actions[step] = act(next_obs, noise[step])
+                    next_obs, reward, terminations, truncations, infos = envs.step(actions[step])
+                    rewards[step] = reward
+                    dones[step] = np.logical_or(terminations, truncations)
+                    if "final_obs" in infos:
+                        if args.bootstrap_truncated:  # a time limit is not a failure: credit where the agent got to
+                            for i in np.flatnonzero(truncations & ~terminations):
+                                rewards[step, i] += args.gamma * act.value(infos["final_obs"][i][None])[0]
+                        log.episodes(global_step + (step + 1) * N, infos["final_info"])
+                if stop.signum is not None:
+                    break
+                global_step += T * N
+
+                # Advantages. The weights did not change during the rollout, so the values and log-probs of all
+                # its steps come from one batched call each, of the Agent itself.
+                batch = {"obs": torch.from_numpy(obs.reshape((args.batch_size,) + obs_shape)).to(device),
+                         "actions": torch.from_numpy(actions.reshape((args.batch_size,) + act_shape)).to(device)}
+                values, batch["logprobs"], action_std = act.score(batch["obs"], batch["actions"], noise, iteration)
+                advantages, returns = compute_gae(rewards, values.reshape(T, N), dones, act.value(next_obs), args.gamma, args.gae_lambda)
+                batch.update(values=torch.from_numpy(values).to(device), advantages=torch.from_numpy(advantages.reshape(-1)).to(device),
+                             returns=torch.from_numpy(returns.reshape(-1)).to(device))
+
+                stats = update(agent, optimizer, batch, args)
+                if not math.isfinite(stats["loss"]):
+                    raise UserError(f"the loss became {stats['loss']} at iteration {iteration} (global_step="
+                                    f"{global_step}); stopping rather than training on garbage")
+                var_y = np.var(returns)
+                stats["explained_variance"] = np.nan if var_y == 0 else 1 - np.var(returns.reshape(-1) - values) / var_y
+                log.iteration(global_step, optimizer.param_groups[0]["lr"], stats, action_std)
+
+                if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
+                    save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng)
+                if stop.signum is not None:  # arrived during the update: this iteration is complete
+                    break
+        return finish(args, run_name, log, agent, optimizer, envs, global_step, rollout_rng, stop)
+
+
+# =============================================================================================
+# Plumbing: the rollout's fast path, logging, checkpoints, evaluation, signals, the command line
+# =============================================================================================
+class RolloutActor:
+    """Acts for one rollout: the mean of `agent.get_mean_and_logstd`, plus sigma * noise.
+
+    For one observation a torch call costs more than the arithmetic, so the actor is copied into numpy
+    before each rollout (a quarter of the cost). The copy covers an `actor_mean` of nn.Linear, nn.Tanh and
+    nn.ReLU with an `actor_logstd` parameter, and must match the Agent on probes around the current
+    observations; an Agent it cannot copy (another layer, a state-dependent std, an edited
+    get_mean_and_logstd) acts through torch from then on. After the rollout, `score` checks every action
+    against the Agent itself and stops the run if one differs: a rollout always acts as the Agent is written.
+    """
+
+    ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0)}
+
+    def __init__(self, agent):
+        self.agent, self.device, self.use_torch = agent, next(agent.parameters()).device, False
+
+    def refresh(self, obs):
+        if self.use_torch:
+            return
+        try:
+            self.layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+                           if isinstance(m, nn.Linear) else self.ACTIVATIONS[type(m)] for m in self.agent.actor_mean]
+            self.std = np.exp(self.agent.actor_logstd.detach().cpu().numpy()[0])
+            probes = np.concatenate([obs, np.random.default_rng(0).normal(0, 3, (64,) + obs.shape[1:])]).astype(np.float32)
+            mean, logstd = self._torch(probes)
+            self.use_torch = not (np.allclose(self._mean(probes), mean, rtol=1e-4, atol=1e-5)
+                                  and np.allclose(np.log(self.std), logstd, rtol=1e-4, atol=1e-5))
+        except (AttributeError, KeyError, TypeError):
+            self.use_torch = True
+        if self.use_torch:
+            print("note: acting through torch (slower): the numpy copy of the actor does not compute what this Agent "
+                  "computes", file=sys.stderr)
+
+    @torch.no_grad()
+    def _torch(self, obs):
+        mean, logstd = self.agent.get_mean_and_logstd(torch.as_tensor(obs, device=self.device))
+        return mean.cpu().numpy(), logstd.cpu().numpy()
+
+    def _mean(self, x):
+        for layer in self.layers:
+            x = layer(x) if callable(layer) else x @ layer[0] + layer[1]
+        return x
+
+    def __call__(self, obs, noise):
+        """An action of N(mean, sigma) for each observation, given standard normal noise."""
+        if self.use_torch:
+            mean, logstd = self._torch(obs)
+            return mean + np.exp(logstd) * noise
+        return self._mean(obs) + self.std * noise
+
+    @torch.no_grad()
+    def value(self, obs):
+        return self.agent.get_value(torch.as_tensor(obs, device=self.device).float()).view(-1).cpu().numpy()
+
+    @torch.no_grad()
+    def score(self, obs, actions, noise, iteration):
+        """Values and log-probs of a rollout, each from one batched call of the Agent itself, after checking
+        that every action was the Agent's mean + sigma * noise and that the Agent scores that Gaussian."""
+        mean, logstd = self.agent.get_mean_and_logstd(obs)
+        _, logprobs, _, values = self.agent.get_action_and_value(obs, actions, rpo_noise=False)
+        sampled = mean + logstd.exp() * torch.from_numpy(noise.reshape(actions.shape)).to(actions.device)
+        if not torch.allclose(actions, sampled, rtol=1e-4, atol=1e-5):
+            raise UserError(f"at iteration {iteration} the rollout acted up to {(actions - sampled).abs().max():.2g} away "
+                            f"from Agent.get_mean_and_logstd; make {type(self).__name__} act through torch for this Agent")
+        if not torch.allclose(logprobs, gaussian_logprob(actions, mean, logstd), rtol=1e-4, atol=1e-4):
+            raise UserError("Agent.get_action_and_value scores the rollout's actions under another distribution than "
+                            "N(mean, exp(logstd)) of get_mean_and_logstd, which the rollout samples; change both together")
+        return values.view(-1).cpu().numpy(), logprobs, logstd.exp().mean().item()
+
+
+def use_headless_rendering(required=True):
+    """Pick an offscreen OpenGL backend for MuJoCo and dm_control when there is no display."""
+    if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
+        return
+    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+        if ctypes.util.find_library(library) and (backend != "egl" or _egl_works()):
+            os.environ["MUJOCO_GL"] = backend
+            return
+    if required:
+        raise UserError("--capture-video without a display needs OSMesa or EGL: apt-get install libosmesa6")
+
+
+def _egl_works():
+    # libEGL is often installed without a GPU driver behind it; only trust it if a display opens.
+    try:
+        egl = ctypes.CDLL(ctypes.util.find_library("EGL"))
+        egl.eglGetDisplay.restype = ctypes.c_void_p
+        display = egl.eglGetDisplay(ctypes.c_void_p(0))
+        return bool(display) and bool(egl.eglInitialize(ctypes.c_void_p(display), None, None))
+    except (OSError, AttributeError):
+        return False
+
+
+class Logger:
+    """TensorBoard (and W&B with --track), the progress bar on a terminal, and the reference's printed lines."""
+
+    def __init__(self, args, run_name, global_step, resumed):
+        self.args, self.run_name = args, run_name
+        self.model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise UserError("--track needs Weights & Biases: pip install -e '.[wandb]'") from None
+            self.wandb = wandb
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True)
+        # On resume, purge_step makes TensorBoard drop what the interrupted run logged after its checkpoint.
+        # max_queue: with the default of 10, each add_scalar waits on the writer thread (~50 us instead of ~6 us)
+        self.writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed else None, max_queue=1000)
+        if not resumed:
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
+                "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])))
+        if resumed:
+            print(f"resuming {run_name} at global_step={global_step}")
+        self.start_time, self.start_step, self.last_return = time.time(), global_step, None
+        self.progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step",
+                             unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+    def episodes(self, global_step, final_info):
+        """Every episode that ended on this step, in any sub-env."""
+        for i in np.flatnonzero(final_info.get("_episode", [])):
+            self.last_return = float(final_info["episode"]["r"][i])
+            self.progress.write(f"global_step={global_step}, episodic_return={self.last_return}")
+            self.writer.add_scalar("charts/episodic_return", self.last_return, global_step)
+            self.writer.add_scalar("charts/episodic_length", int(final_info["episode"]["l"][i]), global_step)
+
+    def iteration(self, global_step, learning_rate, stats, action_std):
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        sps = int((global_step - self.start_step) / (time.time() - self.start_time))
+        self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
+        for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac",
+                     "explained_variance", "approx_kl_unperturbed"):
+            self.writer.add_scalar(f"losses/{name}", stats[name], global_step)
+        self.writer.add_scalar("charts/action_std", action_std, global_step)
+        self.writer.add_scalar("charts/SPS", sps, global_step)
+        if self.progress.disable:
+            print("SPS:", sps)
+        self.progress.update(global_step - self.progress.n)
+        self.progress.set_postfix(episodic_return=self.last_return, refresh=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.close()
+        self.writer.close()
+        if self.args.track:
+            self.wandb.finish()
+
+
+def finish(args, run_name, log, agent, optimizer, envs, global_step, rollout_rng, stop):
+    """After the loop: a checkpoint of the last finished iteration if stopped by a signal, else the evaluation."""
+    if stop.signum is not None:
+        hint = ""
+        if args.save_model:
+            iteration = global_step // args.batch_size
+            save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng)
+            hint = f"; continue with --resume {log.model_path}"
+        print(f"{signal.Signals(stop.signum).name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
+        return 128 + stop.signum
+    if args.save_model:
+        print(f"model saved to {log.model_path}")
+        if args.eval_episodes > 0:
+            returns = evaluate(agent, _rms_state(envs.obs_rms), args, run_name, args.eval_episodes, args.seed)
+            for i, episodic_return in enumerate(returns):
+                log.writer.add_scalar("eval/episodic_return", episodic_return, i)
+            print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
+    return 0
+
+
+class StopRequest:
+    """SIGINT/SIGTERM (Ctrl-C, or Slurm before a pre-emption) end the run cleanly at the next step."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 # Checkpoints: everything needed to act (weights + observation normalizer) and to continue.
 # Plain tensors and Python values only, so torch.load(..., weights_only=True) opens them.
-# ---------------------------------------------------------------------------------------------
-CHECKPOINT_FORMAT = "rpo_continuous_action/1"
+CHECKPOINT_FORMAT = "rpo_continuous_action/2"
 
 
 def _rms_state(rms):
@@ -432,14 +658,10 @@ def _rms_state(rms):
 
 
 def _load_rms(rms, state):
-    rms.mean = state["mean"].numpy().astype(rms.mean.dtype)
-    rms.var = state["var"].numpy().astype(rms.var.dtype)
-    rms.count = state["count"]
+    rms.mean, rms.var, rms.count = state["mean"].numpy().copy(), state["var"].numpy().copy(), state["count"]
 
 
 def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng):
-    normalizers = [find_wrapper(e, gym.wrappers.NormalizeObservation) for e in envs.envs]
-    reward_normalizers = [find_wrapper(e, gym.wrappers.NormalizeReward) for e in envs.envs]
     np_state = np.random.get_state()
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
@@ -453,9 +675,9 @@ def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, i
         "action_high": torch.as_tensor(envs.single_action_space.high),
         "agent": agent.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "obs_rms": [_rms_state(n.obs_rms) for n in normalizers],
-        "return_rms": [_rms_state(n.return_rms) for n in reward_normalizers],
-        "discounted_reward": [torch.as_tensor(n.discounted_reward) for n in reward_normalizers],
+        "obs_rms": _rms_state(envs.obs_rms),
+        "return_rms": _rms_state(envs.return_rms),
+        "discounted_reward": torch.as_tensor(envs.discounted_reward),
         "rng": {
             "python": random.getstate(),
             "numpy": (np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]),
@@ -486,14 +708,39 @@ def load_checkpoint(path):
     except Exception as e:  # truncated or corrupt archive
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {reason[:120]})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("rpo_continuous_action/"):
         raise UserError(f"{path} is not a checkpoint of rpo_continuous_action.py")
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} was saved by an older version of this script ({checkpoint['format']}, per-env "
+                        f"normalizers and a flat optimizer state); this one reads {CHECKPOINT_FORMAT}")
     return checkpoint
 
 
-def check_shapes(checkpoint, envs_or_env, env_id):
-    obs_shape = list(getattr(envs_or_env, "single_observation_space", envs_or_env.observation_space).shape)
-    action_shape = list(getattr(envs_or_env, "single_action_space", envs_or_env.action_space).shape)
+def restore(checkpoint, env_id, envs, agent, optimizer, base_lrs, rollout_rng):
+    """Put a saved run back: weights, optimizer, normalizers, RNGs. Returns (global_step, next iteration)."""
+    check_shapes(checkpoint, envs.single_observation_space.shape, envs.single_action_space.shape, env_id)
+    agent.load_state_dict(checkpoint["agent"])
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise UserError(f"the checkpoint's optimizer state does not fit this optimizer ({e})") from None
+    for group, lr in zip(optimizer.param_groups, base_lrs):  # the saved rate is the annealed one; the loop sets it
+        group["lr"] = lr
+    _load_rms(envs.obs_rms, checkpoint["obs_rms"])
+    _load_rms(envs.return_rms, checkpoint["return_rms"])
+    envs.discounted_reward = checkpoint["discounted_reward"].numpy().copy()
+    rng = checkpoint["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    rollout_rng.bit_generator.state = rng["rollout"]
+    return checkpoint["global_step"], checkpoint["iteration"] + 1
+
+
+def check_shapes(checkpoint, obs_shape, action_shape, env_id):
+    obs_shape, action_shape = list(obs_shape), list(action_shape)
     if obs_shape != checkpoint["obs_shape"] or action_shape != checkpoint["action_shape"]:
         raise UserError(
             f"the checkpoint was made for observations {tuple(checkpoint['obs_shape'])} and actions "
@@ -516,249 +763,41 @@ def load_policy(path):
     the action space.
     """
     checkpoint = load_checkpoint(path)
-    policy = RolloutPolicy(agent_from_checkpoint(checkpoint))
-    rms = checkpoint["obs_rms"][0]
-    mean, std = rms["mean"].numpy(), np.sqrt(rms["var"].numpy() + 1e-8)
+    agent = agent_from_checkpoint(checkpoint)
+    mean, var = checkpoint["obs_rms"]["mean"].numpy(), checkpoint["obs_rms"]["var"].numpy()
     low, high = checkpoint["action_low"].numpy(), checkpoint["action_high"].numpy()
 
+    @torch.no_grad()
     def act(obs):
         obs = np.asarray(obs, dtype=np.float64)
         if obs.shape[-1:] != mean.shape or obs.ndim > 2:
             raise ValueError(f"expected an observation of shape {mean.shape} or a batch (n, {mean.size}), got {obs.shape}")
-        batch = obs.reshape(-1, mean.size)
-        action = np.clip(policy.mean(np.clip((batch - mean) / std, -10, 10).astype(np.float32)), low, high)
+        action, _ = agent.get_mean_and_logstd(torch.from_numpy(normalize_obs(obs.reshape(-1, mean.size), mean, var)))
+        action = np.clip(action.numpy(), low, high)
         return action if obs.ndim == 2 else action[0]
 
     return act
 
 
-def evaluate(policy, obs_rms_state, args, run_name, episodes, seed, checkpoint=None):
-    """Returns of `episodes` episodes of the mean action, with the observation normalizer frozen."""
-    env = make_env(args.env_id, 0, args.capture_video, f"{run_name}-eval", args.gamma, video_trigger=lambda _: True)()
+@torch.no_grad()
+def evaluate(agent, obs_rms, args, run_name, episodes, seed, checkpoint=None):
+    """Returns of `episodes` episodes of the mean action, with the observation statistics `obs_rms` frozen."""
+    device = next(agent.parameters()).device
+    env = make_env(args.env_id, 0, args.capture_video, f"{run_name}-eval", video_trigger=lambda _: True)()
     if checkpoint is not None:
-        check_shapes(checkpoint, env, args.env_id)
-    normalizer = find_wrapper(env, gym.wrappers.NormalizeObservation)
-    if obs_rms_state is not None:
-        _load_rms(normalizer.obs_rms, obs_rms_state)
-    normalizer.update_running_mean = False
+        check_shapes(checkpoint, env.observation_space.shape, env.action_space.shape, args.env_id)
+    mean, var = obs_rms["mean"].numpy(), obs_rms["var"].numpy()
     returns = []
     obs, _ = env.reset(seed=seed)
     while len(returns) < episodes:
-        action = policy.mean(np.asarray(obs, dtype=np.float32)[None])[0]
-        obs, _, terminated, truncated, info = env.step(action)
+        action, _ = agent.get_mean_and_logstd(torch.as_tensor(normalize_obs(obs[None], mean, var), device=device))
+        obs, _, terminated, truncated, info = env.step(action[0].cpu().numpy())
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
             if len(returns) < episodes:  # a reset would start one more video
                 obs, _ = env.reset()
     env.close()
     return returns
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-class StopRequest:
-    """SIGINT/SIGTERM (Ctrl-C, or Slurm before a pre-emption) end the run cleanly at the next step."""
-
-    def __init__(self):
-        self.signum = None
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def train(args, checkpoint=None):
-    torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    run_name = checkpoint["run_name"] if checkpoint else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-
-    # TRY NOT TO MODIFY: seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    rollout_rng = np.random.default_rng(args.seed)
-
-    if args.capture_video:
-        use_headless_rendering()
-    envs = make_envs(args, run_name)
-    obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
-    agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
-    flat_params = flatten_parameters(agent)
-    optimizer = Adam(flat_params, lr=args.learning_rate, eps=1e-5)
-
-    global_step, start_iteration = 0, 1
-    if checkpoint:
-        check_shapes(checkpoint, envs, args.env_id)
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        optimizer.lr = args.learning_rate  # the saved lr is the annealed one; the loop sets it
-        for env, obs_rms, return_rms, discounted in zip(
-            envs.envs, checkpoint["obs_rms"], checkpoint["return_rms"], checkpoint["discounted_reward"]
-        ):
-            _load_rms(find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms, obs_rms)
-            reward_normalizer = find_wrapper(env, gym.wrappers.NormalizeReward)
-            _load_rms(reward_normalizer.return_rms, return_rms)
-            reward_normalizer.discounted_reward = discounted.numpy().copy()
-        rng = checkpoint["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        rollout_rng.bit_generator.state = rng["rollout"]
-        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
-        print(f"resuming {run_name} at global_step={global_step}")
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise UserError("--track needs Weights & Biases: pip install -e '.[wandb]'") from None
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            id=run_name.replace("/", "-"),
-            resume="allow",
-            save_code=True,
-        )
-    # On resume, purge_step makes TensorBoard drop what the interrupted run logged after its checkpoint.
-    # max_queue: with the default of 10, each add_scalar waits on the writer thread (~50 us instead of ~6 us)
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if checkpoint else None, max_queue=1000)
-    if not checkpoint:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-        )
-
-    # Storage for one rollout. numpy on the CPU, where the envs live; it moves to `device` once per update.
-    T, N = args.num_steps, args.num_envs
-    obs = np.zeros((T, N) + obs_shape, dtype=np.float32)
-    actions = np.zeros((T, N) + act_shape, dtype=np.float32)
-    rewards = np.zeros((T, N), dtype=np.float32)
-    dones = np.zeros((T, N), dtype=np.float32)
-
-    next_obs, _ = envs.reset(seed=args.seed + global_step)
-    start_time, start_step = time.time(), global_step
-    last_return = None
-    progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step",
-                    unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty())
-    completed = start_iteration - 1
-    try:
-        with StopRequest() as stop:
-            for iteration in range(start_iteration, args.num_iterations + 1):
-                # Annealing the rate if instructed to do so.
-                if args.anneal_lr:
-                    frac = 1.0 - (iteration - 1.0) / args.num_iterations
-                    optimizer.lr = frac * args.learning_rate
-
-                iteration_start_step = global_step
-                policy = RolloutPolicy(agent)
-                noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
-                for step in range(T):
-                    if stop.signum is not None:
-                        break
-                    global_step += N
-                    obs[step] = next_obs
-                    actions[step] = action = policy.act(obs[step], noise[step])
-
-                    next_obs, reward, terminations, truncations, infos = envs.step(action)
-                    rewards[step] = reward
-                    dones[step] = np.logical_or(terminations, truncations)
-
-                    if "final_obs" in infos:
-                        if args.bootstrap_truncated:
-                            # a time limit is not a failure: credit the value of where the agent got to
-                            for i in np.flatnonzero(truncations & ~terminations):
-                                final = np.asarray(infos["final_obs"][i], dtype=np.float32)
-                                rewards[step, i] += args.gamma * policy.value(final)
-                        episode = infos["final_info"].get("episode")
-                        for i in np.flatnonzero(infos["final_info"].get("_episode", [])):
-                            last_return = float(episode["r"][i])
-                            progress.write(f"global_step={global_step}, episodic_return={last_return}")
-                            writer.add_scalar("charts/episodic_return", last_return, global_step)
-                            writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
-                if stop.signum is not None:
-                    # the partial rollout is not trained on (the normalizers keep what they saw of it)
-                    global_step = iteration_start_step
-                    break
-
-                # The weights did not change during the rollout: evaluate the critic and the log-density
-                # for all its steps in one batched call each, instead of one call per step.
-                values = policy.value(obs.reshape(T * N, -1)).reshape(T, N)
-                logprobs = policy.logprob(noise)
-                # bootstrap value if not done
-                advantages, returns = compute_gae(rewards, values, dones, policy.value(next_obs.astype(np.float32)),
-                                                  args.gamma, args.gae_lambda)
-
-                # flatten the batch
-                batch = {name: torch.from_numpy(array.reshape((args.batch_size,) + array.shape[2:])).to(device)
-                         for name, array in (("obs", obs), ("actions", actions), ("logprobs", logprobs),
-                                             ("advantages", advantages), ("returns", returns), ("values", values))}
-                stats = update(agent, optimizer, batch, args)
-                if not math.isfinite(stats["loss"]):
-                    raise UserError(f"the loss became {stats['loss']} at iteration {iteration} (global_step="
-                                    f"{global_step}); stopping rather than training on garbage")
-
-                var_y = np.var(returns)
-                explained_var = np.nan if var_y == 0 else 1 - np.var(returns - values) / var_y
-
-                # TRY NOT TO MODIFY: record rewards for plotting purposes
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/learning_rate", optimizer.lr, global_step)
-                for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"):
-                    writer.add_scalar(f"losses/{name}", stats[name], global_step)
-                writer.add_scalar("losses/explained_variance", explained_var, global_step)
-                writer.add_scalar("charts/SPS", sps, global_step)
-                if progress.disable:
-                    print("SPS:", sps)
-                progress.update(global_step - progress.n)
-                progress.set_postfix(episodic_return=last_return, refresh=False)
-
-                completed = iteration
-                if args.save_model and iteration % args.checkpoint_interval == 0 and iteration < args.num_iterations:
-                    save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
-                if stop.signum is not None:  # arrived during the update: this iteration is complete
-                    break
-
-        progress.close()
-        if args.save_model:  # the last iteration, or the last one finished before a signal
-            save_checkpoint(model_path, args, run_name, agent, optimizer, envs, global_step, completed, rollout_rng)
-            print(f"model saved to {model_path}")
-        if stop.signum is not None:
-            hint = f"; continue with --resume {model_path}" if args.save_model else ""
-            print(f"{signal.Signals(stop.signum).name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
-            return 128 + stop.signum
-        if args.save_model and args.eval_episodes > 0:
-            obs_rms = _rms_state(find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation).obs_rms)
-            returns = evaluate(RolloutPolicy(agent), obs_rms, args, run_name, args.eval_episodes, args.seed)
-            for i, episodic_return in enumerate(returns):
-                writer.add_scalar("eval/episodic_return", episodic_return, i)
-            print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
-        return 0
-    finally:
-        progress.close()
-        writer.close()
-        envs.close()
-        if args.track:
-            wandb.finish()
 
 
 def parse_args(argv=None):
@@ -774,7 +813,7 @@ def parse_args(argv=None):
         if args.eval_checkpoint:  # how the run was trained, yes; how it was watched, no
             saved.update(eval_episodes=Args.eval_episodes, capture_video=False, track=False)
         args = tyro.cli(Args, args=argv, default=Args(**saved))
-        for name in ("num_envs", "num_steps"):  # the step count and the per-env normalizers depend on them
+        for name in ("num_envs", "num_steps"):  # the step count and the normalizer's state depend on them
             if args.resume and getattr(args, name) != saved[name]:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)} differs from the saved run's "
                                 f"{saved[name]}; a run resumes with the batch shape it started with")
@@ -792,16 +831,18 @@ def parse_args(argv=None):
         raise UserError(f"--total-timesteps {args.total_timesteps} is less than one batch of {args.batch_size} "
                         "steps (num_envs x num_steps)")
     args.num_iterations = args.total_timesteps // args.batch_size
-    if args.rpo_alpha < 0:
-        raise UserError(f"--rpo-alpha must be >= 0 (0 is PPO), got {args.rpo_alpha}")
+    for name, value, low, open_low in (("rpo-alpha", args.rpo_alpha, 0, False), ("clip-coef", args.clip_coef, 0, False),
+                                       ("vf-coef", args.vf_coef, 0, False), ("learning-rate", args.learning_rate, 0, True),
+                                       ("max-grad-norm", args.max_grad_norm, 0, True),
+                                       ("target-kl", 1 if args.target_kl is None else args.target_kl, 0, True)):
+        if value < low or (open_low and value == low) or not math.isfinite(value):
+            raise UserError(f"--{name} must be {'>' if open_low else '>='} {low}, got {value}")
     if args.eval_episodes < (1 if args.eval_checkpoint else 0):
         raise UserError(f"--eval-episodes must be at least {1 if args.eval_checkpoint else 0}, got {args.eval_episodes}")
     if args.norm_adv and args.minibatch_size < 2:
         raise UserError("minibatches of one sample cannot normalize advantages: use fewer --num-minibatches")
     if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
         raise UserError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma} and {args.gae_lambda}")
-    if args.learning_rate <= 0:
-        raise UserError(f"--learning-rate must be > 0, got {args.learning_rate}")
     return args, checkpoint
 
 
@@ -809,9 +850,8 @@ def evaluate_checkpoint(args, checkpoint):
     torch.set_num_threads(args.torch_threads)
     if args.capture_video:
         use_headless_rendering()
-    policy = RolloutPolicy(agent_from_checkpoint(checkpoint))
-    returns = evaluate(policy, checkpoint["obs_rms"][0], args, checkpoint["run_name"], args.eval_episodes, args.seed,
-                       checkpoint=checkpoint)
+    returns = evaluate(agent_from_checkpoint(checkpoint), checkpoint["obs_rms"], args, checkpoint["run_name"],
+                       args.eval_episodes, args.seed, checkpoint=checkpoint)
     for i, episodic_return in enumerate(returns):
         print(f"eval episode={i}, episodic_return={episodic_return}")
     print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
@@ -821,6 +861,8 @@ def evaluate_checkpoint(args, checkpoint):
 def main(argv=None):
     try:
         args, checkpoint = parse_args(argv)
+        if args.capture_video:
+            use_headless_rendering()
         if args.eval_checkpoint:
             return evaluate_checkpoint(args, checkpoint)
         return train(args, checkpoint if args.resume else None)

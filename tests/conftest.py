@@ -19,8 +19,8 @@ def clean_env(**extra):
     return env
 
 
-def run_trainer(cwd, *flags, env=None, timeout=600, check=True):
-    proc = subprocess.run([sys.executable, TRAINER, *flags], cwd=cwd, capture_output=True, text=True,
+def run_trainer(cwd, *flags, env=None, timeout=600, check=True, script=TRAINER):
+    proc = subprocess.run([sys.executable, script, *flags], cwd=cwd, capture_output=True, text=True,
                           env=env or clean_env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")

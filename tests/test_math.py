@@ -1,10 +1,9 @@
-"""The method's math: RPO's perturbation, GAE, the clipped losses, and the rollout's numpy policy."""
+"""The method's math: RPO's perturbation, GAE, the clipped losses, the rollout's policy and the normalizers."""
 import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from torch.distributions.normal import Normal
 
 import rpo_continuous_action as rpo
@@ -67,23 +66,71 @@ def test_alpha_zero_is_ppo_exactly():
     assert torch.equal(value, agent.critic(x))
 
 
-def test_sampling_uses_the_unperturbed_policy():
-    """The rollout (no action given) samples from N(mu, sigma) and scores under it: no RPO noise."""
+def test_the_rollout_acts_with_the_unperturbed_policy_and_scores_with_the_agent():
+    """The rollout samples N(mu, sigma) (no RPO noise) through the numpy copy, and takes its log-probs and
+    values from the Agent itself, unperturbed."""
     agent = make_agent(act_dim=2, alpha=0.5)
+    with torch.no_grad():
+        agent.actor_logstd.fill_(-0.7)
     x = torch.randn(256, 5)
-    with torch.no_grad():
-        action, logprob, _, _ = agent.get_action_and_value(x)
-        mean, std = agent.actor_mean(x), agent.actor_logstd.exp().expand(256, 2)
-        assert torch.allclose(logprob, Normal(mean, std).log_prob(action).sum(1))
-    policy = rpo.RolloutPolicy(agent)
-    obs = x.numpy()
+    actor = rpo.RolloutActor(agent)
+    actor.refresh(x[:1].numpy())
+    assert not actor.use_torch  # the default Agent runs on the fast path
     noise = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
-    action, logprob, value = policy.act(obs, noise), policy.logprob(noise), policy.value(obs)
+    action = actor(x.numpy(), noise)
     with torch.no_grad():
-        expected = Normal(mean, std).log_prob(torch.from_numpy(action)).sum(1).numpy()
+        mean, std = agent.actor_mean(x), agent.actor_logstd.exp().expand(256, 2)
     np.testing.assert_allclose(action, mean.numpy() + std.numpy() * noise, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logprob, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(value, agent.critic(x).detach().numpy()[:, 0], rtol=1e-5, atol=1e-6)
+    values, logprob, action_std = actor.score(x, torch.from_numpy(action), noise, iteration=1)
+    expected = Normal(mean, std).log_prob(torch.from_numpy(action)).sum(1)
+    torch.testing.assert_close(logprob, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(values, agent.critic(x).detach().numpy()[:, 0], rtol=1e-6, atol=1e-6)
+    assert action_std == pytest.approx(math.exp(-0.7))
+    # an action that is not mean + sigma * noise is refused, with the iteration named
+    action[17, 1] += 0.01
+    with pytest.raises(rpo.UserError, match="at iteration 3 the rollout acted up to 0.01 away"):
+        actor.score(x, torch.from_numpy(action), noise, iteration=3)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])  # float32 and float64 observations
+def test_normalizers_are_the_per_env_wrappers_bit_for_bit(env_id):
+    """NormalizeObsReward computes, for one env, what the reference's per-env wrapper chain computes:
+    the same observations (final ones too), rewards and statistics, step for step."""
+    import gymnasium as gym
+
+    def reference_chain():
+        env = gym.make(env_id)
+        env = gym.wrappers.FlattenObservation(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+        env = gym.wrappers.NormalizeReward(env, gamma=0.99)
+        return gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    theirs = gym.vector.SyncVectorEnv([reference_chain], autoreset_mode=same_step)
+    args, _ = rpo.parse_args(["--env-id", env_id])
+    ours = rpo.make_envs(args, "test")
+    obs_a, _ = theirs.reset(seed=5)
+    obs_b, _ = ours.reset(seed=5)
+    assert np.array_equal(obs_a, obs_b)
+    shape = (450, 1) + ours.single_action_space.shape  # episode ends (Pendulum: 2, Hopper: many), clipped actions
+    ends = 0
+    for action in np.random.default_rng(1).uniform(-3, 3, shape).astype(np.float32):
+        a, b = theirs.step(action), ours.step(action)
+        for x, y in zip(a[:4], b[:4]):
+            assert np.array_equal(x, y)
+        if "final_obs" in a[4]:
+            assert np.array_equal(a[4]["final_obs"][0], b[4]["final_obs"][0])
+            ends += 1
+    assert ends >= 2
+    chain = theirs.envs[0]
+    obs_normalizer, reward_normalizer = chain.env.env.env, chain.env
+    assert np.array_equal(obs_normalizer.obs_rms.mean, ours.obs_rms.mean)
+    assert np.array_equal(obs_normalizer.obs_rms.var, ours.obs_rms.var) and obs_normalizer.obs_rms.count == ours.obs_rms.count
+    assert reward_normalizer.return_rms.var == ours.return_rms.var
+    assert np.array_equal(reward_normalizer.discounted_reward, ours.discounted_reward)
 
 
 def test_noise_follows_the_mean_dtype():
@@ -159,69 +206,3 @@ def test_value_loss_hand_computed():
     # sample 1: unclipped 0, clipped 0.8 -> 0.64 -> 0.64
     assert rpo.value_loss(newvalue, returns, oldvalue, 0.2, True).item() == pytest.approx(0.5 * (3.24 + 0.64) / 2)
     assert rpo.value_loss(newvalue, returns, oldvalue, 0.2, False).item() == pytest.approx(0.5 * (1 + 0) / 2)
-
-
-def test_flat_parameters_train_like_separate_ones():
-    """flatten_parameters and the written-out Adam change where the numbers live, not what Adam and
-    clipping compute."""
-    x, a = torch.randn(64, 5), torch.randn(64, 2)
-    agents = [make_agent(act_dim=2, alpha=0.0, seed=7) for _ in range(2)]
-    flat = rpo.flatten_parameters(agents[1])
-    optimizers = [torch.optim.Adam(agents[0].parameters(), lr=1e-2, eps=1e-5),
-                  rpo.Adam(flat, lr=1e-2, eps=1e-5)]
-    for _ in range(5):
-        # the library's way on separate parameters ...
-        _, logprob, _, value = agents[0].get_action_and_value(x, a)
-        optimizers[0].zero_grad()
-        (-logprob.mean() + value.square().mean()).backward()
-        torch.nn.utils.clip_grad_norm_(agents[0].parameters(), 0.5)
-        optimizers[0].step()
-        # ... and the trainer's on the flat one (as in update())
-        _, logprob, _, value = agents[1].get_action_and_value(x, a)
-        flat.grad.zero_()
-        (-logprob.mean() + value.square().mean()).backward()
-        flat.grad.mul_(torch.clamp(0.5 / (torch.linalg.vector_norm(flat.grad) + 1e-6), max=1.0))
-        optimizers[1].step()
-    for p, q in zip(agents[0].parameters(), agents[1].parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(agents[1].critic[0].weight, make_agent(act_dim=2, seed=7).critic[0].weight)
-
-
-def test_adam_is_torch_adam_and_its_state_travels_both_ways():
-    gen = torch.Generator().manual_seed(3)
-    theirs = nn.Parameter(torch.randn(300, generator=gen))
-    ours = nn.Parameter(theirs.detach().clone())
-    ours.grad = torch.zeros_like(ours)
-    reference = torch.optim.Adam([theirs], lr=3e-4, eps=1e-5, foreach=False)
-    adam = rpo.Adam(ours, lr=3e-4, eps=1e-5)
-    for step in range(25):
-        grad = torch.randn(300, generator=gen) * (step + 1)
-        theirs.grad = grad.clone()
-        ours.grad.copy_(grad)
-        reference.param_groups[0]["lr"] = adam.lr = 3e-4 * (1 - step / 25)  # annealed, as in training
-        reference.step()
-        adam.step()
-    assert torch.equal(ours, theirs)  # the same operations in the same order: bit for bit
-    # a state saved by one continues in the other (checkpoints written with torch.optim.Adam still resume)
-    moved = nn.Parameter(ours.detach().clone())
-    moved.grad = ours.grad.clone()
-    resumed = rpo.Adam(moved, lr=1.0, eps=1e-5)
-    resumed.load_state_dict(reference.state_dict())
-    assert resumed.lr == reference.param_groups[0]["lr"] and resumed.steps == 25
-    reference.load_state_dict(adam.state_dict())
-    reference.step()
-    resumed.step()
-    assert torch.equal(moved, theirs)
-
-
-def test_adam_resumes_the_fused_state_older_checkpoints_hold_and_refuses_a_foreign_one():
-    p = nn.Parameter(torch.randn(50))
-    p.grad = torch.randn(50)
-    fused = torch.optim.Adam([p], lr=3e-4, eps=1e-5, fused=True)  # what checkpoints held before rpo.Adam
-    fused.step()
-    adam = rpo.Adam(nn.Parameter(p.detach().clone()), lr=1.0, eps=1e-5)
-    adam.load_state_dict(fused.state_dict())
-    assert adam.steps == 1 and adam.lr == 3e-4 and torch.equal(adam.exp_avg_sq, fused.state[p]["exp_avg_sq"])
-    per_layer = torch.optim.Adam([nn.Parameter(torch.zeros(30)), nn.Parameter(torch.zeros(20))])
-    with pytest.raises(rpo.UserError, match="optimizer state does not fit"):
-        adam.load_state_dict(per_layer.state_dict())

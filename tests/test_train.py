@@ -16,7 +16,8 @@ from conftest import FAST, ROOT, TRAINER, clean_env, run_dirs, run_trainer, scal
 
 TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
         "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
-        "losses/approx_kl", "losses/clipfrac", "losses/explained_variance"}
+        "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/approx_kl_unperturbed",
+        "charts/action_std"}
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v4", "Pendulum-v1", "dm_control/cartpole-balance-v0", "BipedalWalker-v3"])
@@ -123,6 +124,12 @@ BAD_INPUTS = [
     (["--env-id", "Pendulum-v1", "--learning-rate", "-0.001"], "--learning-rate must be > 0"),
     (["--env-id", "Pendulum-v1", "--num-steps", "32"], "minibatches of one sample cannot normalize advantages"),
     (["--resume", "a.cleanrl_model", "--eval-checkpoint", "b.cleanrl_model"], "give --resume or --eval-checkpoint, not both"),
+    (["--env-id", "Hopper-v2"], "Hopper-v2 needs mujoco-py, which gymnasium 1.x dropped: use Hopper-v4 or Hopper-v5"),
+    (["--env-id", "HalfCheetah-v3"], "use HalfCheetah-v4 or HalfCheetah-v5"),
+    (["--env-id", "Pendulum-v1", "--clip-coef", "-0.2"], "--clip-coef must be >= 0, got -0.2"),
+    (["--env-id", "Pendulum-v1", "--vf-coef", "-1"], "--vf-coef must be >= 0, got -1.0"),
+    (["--env-id", "Pendulum-v1", "--max-grad-norm", "0"], "--max-grad-norm must be > 0, got 0.0"),
+    (["--env-id", "Pendulum-v1", "--target-kl", "0"], "--target-kl must be > 0, got 0.0"),
 ]
 
 
@@ -143,7 +150,7 @@ class MatrixActionEnv(gym.Env):
 def test_an_action_matrix_is_refused_by_name():
     gym.register("MatrixAction-v0", entry_point=MatrixActionEnv)
     with pytest.raises(rpo.UserError, match=r"MatrixAction-v0 has actions of shape \(2, 3\)"):
-        rpo.make_env("MatrixAction-v0", 0, False, "matrix", 0.99)()
+        rpo.make_env("MatrixAction-v0", 0, False, "matrix")()
 
 
 MISSING_PACKAGES = [
