@@ -1,24 +1,78 @@
-"""Tables and learning curves from a sweep of benchmark/sweep.sh.
+"""Tables, statistics and learning curves from a sweep of benchmark/sweep.sh.
 
+    python benchmark/report.py RUNS_DIR_OR_CSV --out DIR [--export CSV]
+
+    # a sweep's tables and curves, also while it is still running
     python benchmark/report.py benchmark/runs --out benchmark/results
+    # keep its episodes as data, then rebuild the report from that file alone
+    python benchmark/report.py benchmark/runs --export benchmark/results/episodes.csv.gz
+    python benchmark/report.py benchmark/results/episodes.csv.gz --out benchmark/results
 
-RUNS_DIR holds one directory per run, named <env>__alpha<A>__seed<S> by sweep.sh
-(with the real env id in its env_id file). Runs are grouped by (env, alpha).
+The input is either RUNS_DIR, the --out directory of sweep.sh (one directory per run,
+named <env>__alpha<A>__seed<S>, with the real env id in its env_id file), or a CSV of
+training episodes, plain or gzipped, one row per episode with the columns env_id,
+rpo_alpha, seed, global_step, episodic_return, episodic_length: what --export writes
+(runs sorted by env, alpha and seed, episodes in the order they ended, returns as exact
+decimals of the logged float32, a gzip header without time or name), so that a report
+made from the export is byte for byte the one made from the run directories. Only run
+directories know which runs are unfinished (DONE) or unusable; an export keeps every
+run that has episodes, and a report made from it marks none as unfinished. Runs are
+grouped by (env, alpha); alpha 0 is PPO.
 
 A run's *final return* is the mean of `charts/episodic_return` over its last 10
-training episodes (fewer if it has fewer). A table cell is the mean ± standard
-deviation (numpy's, ddof=0) of the final returns of that (env, alpha)'s seeds.
+training episodes (fewer if it has fewer).
 
-Writes OUT/results.md (the table in the reference's shape: one row per env, one
-column per alpha, PPO (α=0) first) and OUT/learning_curves.png (one panel per env,
-one line per alpha: mean over seeds of each run's return, smoothed over 10 episodes,
-with a ±std band; x = global step), and prints the table.
+OUT/results.md holds, in this order:
+  - the table in the reference's shape: one row per env, one column per alpha, PPO
+    first; a cell is the mean ± standard deviation (numpy's, ddof=0) of the final
+    returns of that (env, alpha)'s seeds;
+  - the same beside the published results (benchmark/published.csv: the reference's
+    tables, 8M steps, 10 seeds) wherever env and alpha match, with each env's budget
+    (its runs' largest global_step, to 2 significant digits, and its seeds); where the
+    reference has several rows for an env and alpha (its PPO runs recur in several
+    tables), the first one in the file;
+  - the statistics of Agarwal et al. (2021), "Deep Reinforcement Learning at the Edge
+    of the Statistical Precipice", computed as their library rliable does:
+      IQM, the interquartile mean: the mean of the middle half of the runs
+        (scipy.stats.trim_mean(x, 0.25): of 10 runs, the middle 6);
+      per env, the IQM and mean of the final returns, each with a 95% bootstrap
+        confidence interval over its seeds;
+      aggregated over envs, the same of the *normalized* final returns: the IQM of
+        all (env, seed) runs together, the mean of the envs' means (each env weighs
+        the same), each with a stratified bootstrap interval (runs are resampled
+        within each env: scipy.stats.bootstrap with one sample per env);
+      the probability of improvement P(RPO α > PPO): the probability that a random
+        RPO run of an env ends above a random PPO run of it, ties counting 1/2
+        (the Mann-Whitney U statistic over n·m); aggregated, its mean over the envs
+        that have both; intervals resample each method's runs within each env;
+      every interval: percentile bootstrap, 10,000 resamples (2,000 per point of
+      the curves), from a fixed seed, so the same input gives the same file
+      (rliable itself is not needed: scipy's bootstrap resamples the same way).
+  results.md names neither its input nor a time: it can be committed and rebuilt.
+OUT/learning_curves.png: one panel per env, one line per alpha: mean over seeds of each
+run's return, smoothed over 10 episodes, with a ±std band; x = global step.
+OUT/sample_efficiency.png: the IQM over all runs of the normalized score against env
+steps, with its 95% stratified bootstrap band, one line per alpha, one panel per step
+budget (envs whose runs went equally far). A run's score at step s is the mean of its
+last 10 episodes ended by s; a panel spans the steps every one of its runs covers.
+
+Normalization puts envs on one scale for the aggregates: score = (return - low) /
+(high - low), with [low, high] per env in SCORE_RANGES below. dm_control returns are
+0 to 1000 already (a reward in [0, 1] per step, 1000 steps), so they are divided by
+1000. Envs without a range (most Gym and MuJoCo ones, whose returns have no natural
+bounds) are left out of the aggregates and curves, and the report says so; the
+per-env tables and probabilities of improvement need no normalization.
 
 Works on a sweep that is still running: it reports the runs that have episodes,
-marks the unfinished ones, and lists the runs it skipped and why.
+marks the unfinished ones, and lists the runs it skipped and why. Bad input (a missing
+path, a CSV without the columns above or with a value that is not a number) gets one
+line on stderr and exit status 2.
 """
 
 import argparse
+import csv
+import gzip
+import io
 import math
 import re
 import sys
@@ -27,31 +81,206 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 LAST_EPISODES = 10
 RETURN_TAG = "charts/episodic_return"
+LENGTH_TAG = "charts/episodic_length"
 RUN_NAME = re.compile(r"^(?P<env>.+)__alpha(?P<alpha>[^_]+)__seed(?P<seed>\d+)$")
+COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "episodic_return", "episodic_length")
+PUBLISHED = Path(__file__).with_name("published.csv")
+
+BOOTSTRAP_SEED = 0
+RESAMPLES = 10_000
+CURVE_RESAMPLES = 2_000
+CURVE_POINTS = 100
+
+# Normalized score = (return - low) / (high - low), per env: (low, high, why), as results.md shows it.
+DM_CONTROL_RANGE = (0.0, 1000.0, "a reward in [0, 1] per step, 1000 steps")
+SCORE_RANGES = {
+    # The least possible return (about -3255) is never approached, so low is what uniformly
+    # random actions score (mean over 500 episodes, gymnasium 1.x, seeds 0-499), as Agarwal
+    # et al. put 0 at random play.
+    "Pendulum-v1": (-1241.0, 0.0, "the reward is never positive; -1241 is what uniformly random actions score"),
+    "InvertedPendulum-v4": (0.0, 1000.0, "+1 per step balanced, 1000 steps at most"),
+    "InvertedPendulum-v5": (0.0, 1000.0, "+1 per step balanced, 1000 steps at most"),
+}
 
 
-def load_returns(run_dir):
-    """(steps, returns) of a run's training episodes, or a reason to skip it."""
+class BadInput(Exception):
+    """Input report.py cannot use; main prints it as one line."""
+
+
+# ------------------------------------------------------------------------------- input
+def make_run(seed, steps, returns, lengths, finished):
+    """A run's episodes in the order they ended, and its final return."""
+    # stable: episodes of several sub-envs that end on the same step keep their order
+    order = np.argsort(steps, kind="stable")
+    steps, returns, lengths = (np.asarray(a)[order] for a in (steps, returns, lengths))
+    return {"seed": seed, "steps": steps, "returns": returns.astype(np.float64), "lengths": lengths,
+            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished}
+
+
+def load_episodes(run_dir):
+    """(steps, returns, lengths) of a run's training episodes, or a reason to skip it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     event_dirs = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
     if not event_dirs:
         return None, "no event file"
     if len(event_dirs) > 1:
-        return None, f"{len(event_dirs)} directories of event files (expected one): {', '.join(map(str, event_dirs))}"
+        where = ", ".join(str(d.relative_to(run_dir)) for d in event_dirs)
+        return None, f"{len(event_dirs)} directories of event files (expected one): {where}"
     # size_guidance 0 keeps every point; the accumulator reads the files of one run in order
     # and drops what an interrupted attempt logged past its checkpoint (purge on resume).
     acc = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
     acc.Reload()
-    if RETURN_TAG not in acc.Tags()["scalars"]:
+    tags = acc.Tags()["scalars"]
+    if RETURN_TAG not in tags:
         return None, "no episodes yet"
-    events = acc.Scalars(RETURN_TAG)
-    return (np.array([e.step for e in events]), np.array([e.value for e in events])), None
+    returns = acc.Scalars(RETURN_TAG)
+    lengths = acc.Scalars(LENGTH_TAG) if LENGTH_TAG in tags else []
+    # The trainer logs both tags for every episode at the step it ended, so they pair up by position.
+    if [e.step for e in returns] != [e.step for e in lengths]:
+        return None, f"{RETURN_TAG} and {LENGTH_TAG} do not pair up ({len(returns)} against {len(lengths)} points)"
+    return (np.array([e.step for e in returns], dtype=np.int64), np.array([e.value for e in returns]),
+            np.array([round(e.value) for e in lengths], dtype=np.int64)), None
 
 
+def load_run_dirs(runs_dir):
+    """{(env, alpha): [run, ...]} from sweep.sh's directories, and [(run name, why skipped)]."""
+    groups = defaultdict(list)
+    skipped = []
+    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        m = RUN_NAME.match(run_dir.name)
+        if not m:
+            continue  # e.g. sweep.sh's slurm/ folder
+        env_file = run_dir / "env_id"
+        env = env_file.read_text().strip() if env_file.is_file() else m["env"]
+        data, reason = load_episodes(run_dir)
+        if data is None:
+            skipped.append((run_dir.name, reason))
+            continue
+        groups[env, m["alpha"]].append(make_run(int(m["seed"]), *data, finished=(run_dir / "DONE").is_file()))
+    return sort_groups(groups), skipped
+
+
+def load_csv(path):
+    """{(env, alpha): [run, ...]} from an episodes CSV (plain or gzipped)."""
+    raw = path.read_bytes()
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not a CSV or gzipped CSV ({e})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        found = ", ".join(reader.fieldnames or []) or "none"
+        raise BadInput(f"{path}: missing column(s) {', '.join(missing)} (its columns: {found}; "
+                       f"an episodes CSV has {', '.join(COLUMNS)})")
+    episodes = defaultdict(list)  # (env, alpha, seed) -> [(step, return, length)], in file order
+    for row in reader:
+        try:
+            float(row["rpo_alpha"])  # alpha stays the string it was written as: it names a column
+            key = (row["env_id"], row["rpo_alpha"], int(row["seed"]))
+            episodes[key].append((int(row["global_step"]), float(row["episodic_return"]),
+                                  int(row["episodic_length"])))
+        except (TypeError, ValueError):
+            raise BadInput(f"{path}, line {reader.line_num}: not a number where one is expected: "
+                           f"{','.join(str(row.get(c)) for c in COLUMNS)}") from None
+    groups = defaultdict(list)
+    for (env, alpha, seed), rows in episodes.items():
+        steps, returns, lengths = zip(*rows)
+        groups[env, alpha].append(make_run(seed, steps, returns, lengths, finished=True))
+    return sort_groups(groups)
+
+
+def sort_groups(groups):
+    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
+
+
+def export_csv(groups, path):
+    """Writes every episode of every run, one row each; .gz names get a reproducible gzip."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for env, alpha in sorted(groups, key=lambda k: (k[0], float(k[1]), k[1])):
+        for run in groups[env, alpha]:
+            for step, ret, length in zip(run["steps"], run["returns"], run["lengths"]):
+                # repr of a float is exact, so reading the file back gives the same numbers
+                writer.writerow((env, alpha, run["seed"], int(step), repr(float(ret)), int(length)))
+    data = out.getvalue().encode("utf-8")
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)  # no time stamp: same episodes, same bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def load_published(path=PUBLISHED):
+    """{(env, alpha as float): row} of the reference's results; the first row where it has several."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    first = {}
+    for row in rows:
+        first.setdefault((row["env_id"], float(row["rpo_alpha"])), row)
+    return first
+
+
+# ------------------------------------------------------------------------------- statistics
+def iqm(x, axis=-1):
+    """Interquartile mean, as rliable: the mean of what is left after cutting 25% off each end."""
+    return scipy.stats.trim_mean(x, 0.25, axis=axis)
+
+
+def prob_improvement(x, y, axis=-1):
+    """P(X > Y) + P(X = Y) / 2 for a random run X of x and Y of y (runs along axis)."""
+    x = np.moveaxis(np.asarray(x), axis, -1)[..., :, None]
+    y = np.moveaxis(np.asarray(y), axis, -1)[..., None, :]
+    return ((x > y) + 0.5 * (x == y)).mean(axis=(-2, -1))
+
+
+def pooled_iqm(*samples, axis=-1):
+    return iqm(np.concatenate(samples, axis=axis), axis=axis)
+
+
+def mean_of_means(*samples, axis=-1):
+    return np.mean([s.mean(axis=axis) for s in samples], axis=0)
+
+
+def mean_prob_improvement(*pairs, axis=-1):
+    """Mean over envs of P(X > Y); pairs = x_env1, y_env1, x_env2, y_env2, ..."""
+    return np.mean([prob_improvement(x, y, axis) for x, y in zip(pairs[::2], pairs[1::2])], axis=0)
+
+
+def interval(statistic, samples, resamples=RESAMPLES):
+    """95% percentile-bootstrap interval of statistic(*samples), or None if a sample has < 2 runs.
+
+    Each sample (runs along the last axis) is resampled on its own: with one sample per
+    env this is the stratified bootstrap of Agarwal et al. A fresh generator with a fixed
+    seed for every interval keeps each one independent of what else the report computes.
+    """
+    if any(np.shape(s)[-1] < 2 for s in samples):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns of a degenerate distribution (e.g. P = 1 throughout)
+        result = scipy.stats.bootstrap(
+            samples, statistic, n_resamples=resamples, method="percentile", axis=-1, vectorized=True,
+            batch=200, rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return result.confidence_interval.low, result.confidence_interval.high
+
+
+def score_range(env):
+    return DM_CONTROL_RANGE if env.startswith("dm_control/") else SCORE_RANGES.get(env)
+
+
+def normalized(env, returns):
+    low, high, _ = score_range(env)
+    return (np.asarray(returns, dtype=np.float64) - low) / (high - low)
+
+
+# ------------------------------------------------------------------------------- formatting
 def alpha_header(alpha):
     return "PPO (α=0)" if float(alpha) == 0 else f"RPO α={alpha}"
 
@@ -60,12 +289,230 @@ def format_cell(finals):
     return f"{np.mean(finals):.2f} ± {np.std(finals):.2f}"
 
 
+def format_estimate(point, ci, digits=2):
+    if ci is None:
+        return f"{point:.{digits}f} (—)"
+    return f"{point:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def short_steps(steps):
+    """A step count to 2 significant digits: 999200 -> '1M', 499000 -> '500k', 8000000 -> '8M'."""
+    steps = int(steps)
+    if steps <= 0:
+        return "0"
+    rounded = round(steps, 2 - len(str(steps)))
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if rounded >= size:
+            return f"{rounded / size:g}{suffix}"
+    return str(rounded)
+
+
+def plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def seeds_text(counts):
+    low, high = min(counts), max(counts)
+    return plural(low, "seed") if low == high else f"{low}–{high} seeds"
+
+
+def markdown_table(header, rows):
+    lines = [header, [":---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(row) + " |" for row in lines)
+
+
 def smoothed(values, window=LAST_EPISODES):
     """Running mean over the last `window` episodes (fewer at the start)."""
     sums = np.cumsum(np.insert(values, 0, 0.0))
     end = np.arange(1, len(values) + 1)
     start = np.maximum(0, end - window)
     return (sums[end] - sums[start]) / (end - start)
+
+
+# ------------------------------------------------------------------------------- report sections
+def env_budget(groups, env):
+    return max(r["steps"][-1] for (e, _), runs in groups.items() if e == env for r in runs)
+
+
+def published_section(groups, envs, alphas, published):
+    """Our mean ± std beside the reference's, per env, with each env's budget."""
+    # published only beside an (env, alpha) we ran: a comparison, not a copy of the reference
+    pairs = {(env, a): published[env, float(a)] for env in envs for a in alphas
+             if (env, a) in groups and (env, float(a)) in published}
+    matched = [a for a in alphas if any(a == pa for _, pa in pairs)]
+    if not matched:
+        return ["## Beside the published results", "",
+                "No env and alpha of this report is in `benchmark/published.csv`.", ""]
+    header = ["", "ours: steps, seeds"]
+    for alpha in alphas:
+        header.append(alpha_header(alpha))
+        if alpha in matched:
+            budgets = sorted({(int(row["timesteps"]), int(row["seeds"]))
+                              for (_, a), row in pairs.items() if a == alpha})
+            header.append(f"{alpha_header(alpha)}, published ("
+                          + "; ".join(f"{short_steps(t)} steps, {s} seeds" for t, s in budgets) + ")")
+    rows = []
+    for env in envs:
+        counts = [len(groups[env, a]) for a in alphas if (env, a) in groups]
+        row = [env, f"{short_steps(env_budget(groups, env))} steps, {seeds_text(counts)}"]
+        for alpha in alphas:
+            runs = groups.get((env, alpha))
+            row.append(format_cell([r["final"] for r in runs]) if runs else "—")
+            if alpha in matched:
+                pub = pairs.get((env, alpha))
+                row.append(f"{float(pub['mean']):.2f} ± {float(pub['std']):.2f}" if pub else "—")
+        rows.append(row)
+    return [
+        "## Beside the published results", "",
+        markdown_table(header, rows), "",
+        "Ours: mean ± std of the final returns over seeds; steps: the largest `global_step` of the env's runs, "
+        "to 2 significant digits (exact ones under “Runs per cell”). Published: the reference's tables "
+        "(`benchmark/published.csv`; PPO is α=0). Where the reference has several rows for an env and α "
+        "(its PPO runs recur in several tables), the first one in that file is shown.", "",
+    ]
+
+
+def statistics_section(groups, envs, alphas):
+    lines = ["## Statistics over seeds", "",
+             "After Agarwal et al. (2021), *Deep Reinforcement Learning at the Edge of the Statistical Precipice*. "
+             "IQM: interquartile mean, the mean of the middle half of the runs (25% trimmed from each end). "
+             "[95% confidence interval]: percentile bootstrap, 10,000 resamples, fixed seed; (—) where a cell "
+             "has fewer than 2 runs.", "",
+             "Final returns per env:", ""]
+    rows = []
+    for env in envs:
+        for alpha in alphas:
+            runs = groups.get((env, alpha))
+            if not runs:
+                continue
+            finals = np.array([r["final"] for r in runs])
+            rows.append([env, alpha_header(alpha), str(len(finals)),
+                         format_estimate(iqm(finals), interval(iqm, (finals,))),
+                         format_estimate(finals.mean(), interval(np.mean, (finals,)))])
+    lines += [markdown_table(["", "", "runs", "IQM [95% CI]", "mean [95% CI]"], rows), ""]
+
+    scored = [env for env in envs if score_range(env)]
+    unscored = [env for env in envs if not score_range(env)]
+    if scored:
+        rows = []
+        for alpha in alphas:
+            samples = [normalized(env, [r["final"] for r in groups[env, alpha]])
+                       for env in scored if (env, alpha) in groups]
+            if not samples:
+                continue
+            rows.append([alpha_header(alpha), str(len(samples)), str(sum(len(s) for s in samples)),
+                         format_estimate(pooled_iqm(*samples), interval(pooled_iqm, samples), 3),
+                         format_estimate(mean_of_means(*samples), interval(mean_of_means, samples), 3)])
+        lines += ["Normalized final returns, aggregated over envs (stratified bootstrap: runs resampled within "
+                  "each env; IQM over all runs together, mean = mean of the envs' means):", "",
+                  markdown_table(["", "envs", "runs", "IQM [95% CI]", "mean [95% CI]"], rows), "",
+                  "An alpha's envs are those it has runs on: compare the lines of one table only where their "
+                  "envs agree.", ""]
+    lines += normalization_notes(scored, unscored)
+
+    ppo = [a for a in alphas if float(a) == 0]
+    rpo = [a for a in alphas if float(a) != 0]
+    if ppo and rpo:
+        ppo = ppo[0]
+        header, rows, pairs = [""], [], {a: [] for a in rpo}
+        header += [f"P({alpha_header(a)} > PPO) [95% CI]" for a in rpo]
+        for env in envs:
+            row = [env]
+            for alpha in rpo:
+                if (env, alpha) in groups and (env, ppo) in groups:
+                    x = np.array([r["final"] for r in groups[env, alpha]])
+                    y = np.array([r["final"] for r in groups[env, ppo]])
+                    pairs[alpha] += [x, y]
+                    row.append(format_estimate(prob_improvement(x, y), interval(prob_improvement, (x, y))))
+                else:
+                    row.append("—")
+            rows.append(row)
+        row = ["mean over envs"]
+        for alpha in rpo:
+            found = pairs[alpha]
+            row.append(f"{format_estimate(mean_prob_improvement(*found), interval(mean_prob_improvement, found))}"
+                       f" ({plural(len(found) // 2, 'env')})" if found else "—")
+        rows.append(row)
+        lines += ["Probability of improvement: the chance that a random RPO run of an env ends above a random "
+                  "PPO run of it (ties count 1/2); its mean over the envs that have both, with a stratified "
+                  "bootstrap interval (each method's runs resampled within each env):", "",
+                  markdown_table(header, rows), ""]
+    return lines
+
+
+def normalization_notes(scored, unscored):
+    lines = []
+    if scored:
+        ranges = [f"{env} [{low:g}, {high:g}]: {why}" for env in scored for low, high, why in [score_range(env)]]
+        lines += ["Normalized score = (return − low) / (high − low), so that envs share one scale; [low, high]: "
+                  + "; ".join(ranges) + ".", ""]
+    if unscored:
+        lines += ["Left out of the aggregates and the sample-efficiency curves, as they have no normalization "
+                  "range (`SCORE_RANGES` in `report.py`): " + ", ".join(unscored) + ".", ""]
+    return lines
+
+
+# ------------------------------------------------------------------------------- figures
+def score_at(run, grid):
+    """The run's smoothed return at each grid step: the mean of its last 10 episodes ended by then."""
+    index = np.searchsorted(run["steps"], grid, side="right") - 1
+    return smoothed(run["returns"])[index]
+
+
+def budget_panels(groups, envs):
+    """{budget label: envs} for the normalizable envs: one sample-efficiency panel each."""
+    panels = defaultdict(list)
+    for env in envs:
+        if score_range(env):
+            panels[short_steps(env_budget(groups, env))].append(env)
+    return dict(sorted(panels.items(), key=lambda kv: env_budget(groups, kv[1][0])))
+
+
+def sample_efficiency(groups, envs, alphas):
+    """{budget: (envs, grid, {alpha: (n envs, n runs, iqm, low, high)})} for the curves."""
+    curves = {}
+    for budget, panel_envs in budget_panels(groups, envs).items():
+        runs = [r for (env, _), rs in groups.items() if env in panel_envs for r in rs]
+        start, end = max(r["steps"][0] for r in runs), min(r["steps"][-1] for r in runs)
+        if end <= start:
+            continue
+        grid = np.linspace(start, end, CURVE_POINTS)
+        lines = {}
+        for alpha in alphas:
+            # one sample per env: scores of shape (grid points, runs)
+            samples = [normalized(env, np.stack([score_at(r, grid) for r in groups[env, alpha]], axis=-1))
+                       for env in panel_envs if (env, alpha) in groups]
+            if samples:
+                ci = interval(pooled_iqm, samples, CURVE_RESAMPLES)
+                lines[alpha] = (len(samples), sum(s.shape[-1] for s in samples), pooled_iqm(*samples),
+                                *(ci if ci is not None else (None, None)))
+        curves[budget] = (panel_envs, grid, lines)
+    return curves
+
+
+def plot_sample_efficiency(curves, alphas, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for ax, (budget, (panel_envs, grid, lines)) in zip(axes.flat, curves.items()):
+        for alpha, (n_envs, n_runs, point, low, high) in lines.items():
+            color = f"C{alphas.index(alpha)}"  # as in the learning curves
+            label = f"{alpha_header(alpha)} ({plural(n_envs, 'env')}, {plural(n_runs, 'run')})"
+            ax.plot(grid, point, color=color, label=label)
+            if low is not None:
+                ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+        ax.set_title(f"{budget} steps: " + ", ".join(e.removeprefix("dm_control/") for e in panel_envs),
+                     fontsize="small")
+        ax.set_xlabel("global step")
+        ax.set_ylabel("IQM normalized score (95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot(groups, envs, alphas, path):
@@ -92,8 +539,7 @@ def plot(groups, envs, alphas, path):
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
                 mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
             color = f"C{alphas.index(alpha)}"  # the same alpha has the same colour in every panel
-            seeds = f"{len(runs)} seed" + ("s" if len(runs) > 1 else "")
-            ax.plot(grid, mean, color=color, label=f"{alpha_header(alpha)} ({seeds})")
+            ax.plot(grid, mean, color=color, label=f"{alpha_header(alpha)} ({plural(len(runs), 'seed')})")
             ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         ax.set_title(env)
         ax.set_xlabel("global step")
@@ -107,35 +553,11 @@ def plot(groups, envs, alphas, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs_dir", type=Path, help="the --out directory of sweep.sh")
-    parser.add_argument("--out", type=Path, required=True, help="where to write results.md and learning_curves.png")
-    args = parser.parse_args(argv)
-    if not args.runs_dir.is_dir():
-        parser.error(f"{args.runs_dir} is not a directory")
-
-    groups = defaultdict(list)  # (env, alpha) -> runs
-    skipped = []
-    for run_dir in sorted(p for p in args.runs_dir.iterdir() if p.is_dir()):
-        m = RUN_NAME.match(run_dir.name)
-        if not m:
-            continue  # e.g. sweep.sh's slurm/ folder
-        env_file = run_dir / "env_id"
-        env = env_file.read_text().strip() if env_file.is_file() else m["env"]
-        data, reason = load_returns(run_dir)
-        if data is None:
-            skipped.append((run_dir.name, reason))
-            continue
-        steps, returns = data
-        groups[env, m["alpha"]].append({
-            "seed": int(m["seed"]), "steps": steps, "returns": returns,
-            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": (run_dir / "DONE").is_file(),
-        })
-
+# ------------------------------------------------------------------------------- main
+def write_report(groups, skipped, published, out):
     envs = sorted({env for env, _ in groups})
-    alphas = sorted({alpha for _, alpha in groups}, key=float)
-    rows = [["", *map(alpha_header, alphas)], [":---"] * (len(alphas) + 1)]
+    alphas = sorted({alpha for _, alpha in groups}, key=lambda a: (float(a), a))
+    rows = []
     unfinished = 0
     for env in envs:
         row = [env]
@@ -147,7 +569,7 @@ def main(argv=None):
                 unfinished += sum(not r["finished"] for r in runs)
             row.append(cell)
         rows.append(row)
-    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    table = markdown_table(["", *map(alpha_header, alphas)], rows)
 
     notes = [
         f"Final return of a run: mean of `{RETURN_TAG}` over its last {LAST_EPISODES} training episodes. "
@@ -158,23 +580,80 @@ def main(argv=None):
     seeds = [f"{env} α={alpha}: {len(runs)} seeds, up to step {max(r['steps'][-1] for r in runs)}"
              for (env, alpha), runs in sorted(groups.items())]
     lines = ["# Results", "", table, "", *notes, "", "Runs per cell:", "", *[f"- {s}" for s in seeds], ""]
+    curves = {}
+    if envs:
+        lines += published_section(groups, envs, alphas, published)
+        lines += statistics_section(groups, envs, alphas)
+        curves = sample_efficiency(groups, envs, alphas)
+        if curves:
+            lines += ["Sample efficiency: IQM over runs of the normalized score (each run's mean over its last "
+                      "10 episodes by that step) against env steps, shaded 95% stratified bootstrap interval "
+                      "(2,000 resamples); one panel per step budget:", "",
+                      "![sample efficiency](sample_efficiency.png)", ""]
     if skipped:
         lines += ["Skipped runs:", "", *[f"- {name}: {why}" for name, why in skipped], ""]
     if envs:
         lines += ["Learning curves (mean over seeds, smoothed over 10 episodes, shaded ± std):", "",
                   "![learning curves](learning_curves.png)", ""]
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text("\n".join(lines).rstrip("\n") + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    written = [out / "results.md"]
     if envs:
-        plot(groups, envs, alphas, args.out / "learning_curves.png")
+        plot(groups, envs, alphas, out / "learning_curves.png")
+        written.append(out / "learning_curves.png")
+    if curves:
+        plot_sample_efficiency(curves, alphas, out / "sample_efficiency.png")
+        written.append(out / "sample_efficiency.png")
 
     print(table if envs else "no runs with episodes yet")
     for note in notes:
         print(note)
     for name, why in skipped:
         print(f"skipped {name}: {why}")
-    print(f"wrote {args.out / 'results.md'}" + (f" and {args.out / 'learning_curves.png'}" if envs else ""))
+    print("wrote " + ", ".join(map(str, written)))
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        fail(message)
+
+
+def fail(message):
+    print(f"report.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv=None):
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, metavar="RUNS_DIR_OR_CSV",
+                        help="the --out directory of sweep.sh, or an episodes CSV (.csv or .csv.gz) from --export")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="where to write results.md and the figures")
+    parser.add_argument("--export", type=Path, metavar="CSV",
+                        help="write every episode of every run to this CSV (gzipped if it ends in .gz)")
+    args = parser.parse_args(argv)
+    if args.out is None and args.export is None:
+        fail("nothing to do: give --out DIR, --export CSV, or both")
+    try:
+        if not args.source.exists():
+            raise BadInput(f"{args.source} does not exist")
+        if args.source.is_dir():
+            groups, skipped = load_run_dirs(args.source)
+        else:
+            groups, skipped = load_csv(args.source), []
+        published = load_published()
+        if args.export:
+            export_csv(groups, args.export)
+            episodes = sum(len(r["steps"]) for runs in groups.values() for r in runs)
+            unfinished = sum(not r["finished"] for runs in groups.values() for r in runs)
+            print(f"exported {episodes} episodes of {sum(map(len, groups.values()))} runs to {args.export}"
+                  + (f" ({unfinished} of them unfinished: their episodes so far)" if unfinished else ""))
+        if args.out:
+            write_report(groups, skipped, published, args.out)
+    except BadInput as e:
+        fail(str(e))
+    except OSError as e:  # unreadable input, unwritable output
+        fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
     return 0
 
 

@@ -73,9 +73,11 @@ def episodic_returns(run_dir):
 
 
 def table_cells(markdown):
-    """{(env, column header): (mean, std)} from the markdown table report.py writes."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
-            if line.startswith("|")]
+    """{(env, column header): (mean, std)} from the first markdown table report.py writes (ours, mean ± std)."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[start:end]]
     header, body = rows[0], rows[2:]
     cells = {}
     for row in body:

@@ -1,0 +1,412 @@
+"""benchmark/report.py's statistics, its episodes CSV and benchmark/published.csv, with known answers.
+
+No training: run directories are written by hand with TensorBoard's SummaryWriter, as the
+trainer writes them (charts/episodic_return and charts/episodic_length at the step an
+episode ended, env_id and DONE beside them).
+"""
+
+import csv
+import gzip
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "benchmark" / "report.py"
+PUBLISHED = ROOT / "benchmark" / "published.csv"
+RESULTS = ROOT / "benchmark" / "results"
+# CI keeps shared/ beside the clone; its seed holds the reference's result tables.
+SEEDS = sorted((ROOT.parent / "shared" / "seeds").glob("000_*.txt"))
+
+sys.path.insert(0, str(ROOT / "benchmark"))
+import report  # noqa: E402
+
+
+def run_report(*args):
+    return subprocess.run([sys.executable, str(REPORT), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def write_run(root, env, alpha, seed, returns, episode_length=200, done=True):
+    """A sweep.sh run directory whose episodes end every episode_length steps with these returns."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = root / f"{env.replace('/', '-')}__alpha{alpha}__seed{seed}"
+    writer = SummaryWriter(str(run_dir / "runs" / f"{env}__rpo_continuous_action__{seed}__1"))
+    for i, value in enumerate(returns, start=1):
+        writer.add_scalar("charts/episodic_return", value, i * episode_length)
+        writer.add_scalar("charts/episodic_length", episode_length, i * episode_length)
+    writer.close()
+    (run_dir / "env_id").write_text(env + "\n")
+    if done:
+        (run_dir / "DONE").write_text("2026-11-25 12:00:00\n")
+    return run_dir
+
+
+def write_csv(path, runs):
+    """An episodes CSV: runs = {(env, alpha, seed): [return, ...]}, an episode every 200 steps."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(report.COLUMNS)
+        for (env, alpha, seed), returns in runs.items():
+            for i, value in enumerate(returns, start=1):
+                writer.writerow([env, alpha, seed, i * 200, value, 200])
+
+
+def table(markdown, header_start, labels=1):
+    """{row label: other cells} of the markdown table whose header starts with header_start;
+    with labels=2 a row's label is its first two cells."""
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[:len(header_start)] == header_start:
+            rows = {}
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                cells = [c.strip() for c in body.strip().strip("|").split("|")]
+                rows[tuple(cells[:labels]) if labels > 1 else cells[0]] = cells[labels:]
+            return rows
+    raise AssertionError(f"no table starting with {header_start} in:\n{markdown}")
+
+
+def estimate(cell):
+    """'12.34 [10.00, 15.00]' -> (12.34, 10.0, 15.0)."""
+    m = re.fullmatch(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\].*", cell)
+    assert m, cell
+    return tuple(float(g) for g in m.groups())
+
+
+# ------------------------------------------------------------------------------- statistics
+def test_iqm_is_the_mean_of_the_middle_half():
+    # 8 runs: a quarter (2) cut from each end, whatever the outliers
+    assert report.iqm(np.array([100.0, 3, -50, 4, 5, 2, 6, 7])) == pytest.approx((3 + 4 + 5 + 6) / 4)
+    # 10 runs: int(2.5) = 2 cut from each end, the middle 6 kept (as rliable, via scipy's trim_mean)
+    assert report.iqm(np.arange(10.0)) == pytest.approx(np.mean([2, 3, 4, 5, 6, 7]))
+    # pooled over envs: one IQM of all runs together
+    pooled = report.pooled_iqm(np.array([0.0, 1, 2, 3]), np.array([10.0, 11, 12, 13]))
+    assert pooled == pytest.approx((2 + 3 + 10 + 11) / 4)
+    assert report.mean_of_means(np.array([0.0, 1.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx((0.5 + 20) / 2)
+
+
+def test_probability_of_improvement_counts_ties_as_half():
+    # 3 beats 2, 2, 0; 1 beats 0 only: 4 of 6 pairs
+    assert report.prob_improvement(np.array([3.0, 1.0]), np.array([2.0, 2.0, 0.0])) == pytest.approx(4 / 6)
+    # the same runs: every tie counts 1/2 and the rest split evenly
+    x = np.array([1.0, 2.0, 3.0])
+    assert report.prob_improvement(x, x) == pytest.approx(0.5)
+    assert report.prob_improvement(np.array([1.0, 1.0]), np.array([1.0])) == 0.5
+    # the mean over envs of the per-env probabilities
+    assert report.mean_prob_improvement(np.array([5.0]), np.array([1.0]), np.array([1.0]), np.array([1.0])) == 0.75
+
+
+def test_one_method_dominating_has_probability_exactly_one_with_its_interval():
+    better, worse = np.array([10.0, 11.0, 12.0, 13.0]), np.array([1.0, 2.0, 3.0])
+    assert report.prob_improvement(better, worse) == 1.0
+    assert report.prob_improvement(worse, better) == 0.0
+    # any resample of runs that all win still wins every pair
+    assert report.interval(report.prob_improvement, (better, worse)) == (1.0, 1.0)
+    pairs = [better, worse, better + 100, worse + 100]
+    assert report.mean_prob_improvement(*pairs) == 1.0
+    assert report.interval(report.mean_prob_improvement, pairs) == (1.0, 1.0)
+
+
+def test_intervals_contain_the_estimate_and_are_reproducible():
+    rng = np.random.default_rng(3)
+    envs = [rng.normal(loc, 1.0, size=10) for loc in (0.0, 5.0, 9.0)]
+    for statistic in (report.pooled_iqm, report.mean_of_means):
+        low, high = report.interval(statistic, envs)
+        assert low < statistic(*envs) < high
+        assert report.interval(statistic, envs) == (low, high)  # fixed seed: same input, same interval
+    low, high = report.interval(report.iqm, envs[:1])
+    assert low < report.iqm(envs[0]) < high
+    # stratified: each env keeps its own runs, so the pooled mean's interval is narrower than an
+    # unstratified resampling of all 30 runs would make it (the between-env spread does not enter)
+    pooled = np.concatenate(envs)
+    assert high - low > 0
+    strat_low, strat_high = report.interval(report.mean_of_means, envs)
+    flat_low, flat_high = report.interval(np.mean, (pooled,))
+    assert strat_high - strat_low < (flat_high - flat_low) / 2
+    # too few runs for an interval
+    assert report.interval(report.iqm, (np.array([1.0]),)) is None
+
+
+def test_short_steps_names_the_budget():
+    assert [report.short_steps(s) for s in (8_000_000, 999_424, 499_000, 298_865, 1_460_000, 3_800, 950)] == [
+        "8M", "1M", "500k", "300k", "1.5M", "3.8k", "950"]
+
+
+# ------------------------------------------------------------------------------- report from a CSV
+SWINGUP = "dm_control/pendulum-swingup-v0"
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory):
+    """A report of a hand-made CSV whose answers are known: every run scores one value throughout."""
+    root = tmp_path_factory.mktemp("synthetic")
+    finals = [
+        (SWINGUP, "0", [100.0, 200.0, 300.0, 400.0]),
+        (SWINGUP, "0.5", [500.0, 600.0, 700.0, 800.0]),
+        ("Pendulum-v1", "0", [-1241.0, -620.5, -310.25, -310.25]),
+        ("Pendulum-v1", "0.5", [-620.5, -310.25, -1241.0, 0.0]),
+        ("Hopper-v4", "0", [1000.0, 2000.0]),
+    ]
+    runs = {}
+    for env, alpha, values in finals:
+        for seed, value in enumerate(values, start=1):
+            # 12 episodes: the first 2 (outside the last 10) must not count
+            runs[env, alpha, seed] = [-5000.0, -5000.0] + [value] * 10
+    write_csv(root / "episodes.csv", runs)
+    result = run_report(root / "episodes.csv", "--out", root / "report")
+    assert result.returncode == 0, result.stderr
+    return (root / "report" / "results.md").read_text()
+
+
+def test_per_env_iqm_and_mean_by_hand(synthetic_report):
+    rows = table(synthetic_report, ["", "", "runs"], labels=2)
+    runs, iqm, mean = rows[SWINGUP, "PPO (α=0)"]
+    assert runs == "4"
+    # 4 runs: one cut from each end, so the IQM is the mean of 200 and 300
+    assert estimate(iqm)[0] == 250.0 and estimate(mean)[0] == 250.0
+    low, high = estimate(iqm)[1:]
+    assert 100.0 <= low <= 250.0 <= high <= 400.0
+    assert estimate(rows[SWINGUP, "RPO α=0.5"][1])[0] == 650.0
+    assert estimate(rows["Pendulum-v1", "PPO (α=0)"][1])[0] == pytest.approx((-620.5 - 310.25) / 2, abs=0.005)
+    assert rows["Hopper-v4", "PPO (α=0)"][0] == "2"
+
+
+def test_aggregate_is_over_normalized_scores_by_hand(synthetic_report):
+    rows = table(synthetic_report, ["", "envs", "runs"])
+    # PPO: dm_control / 1000 -> 0.1 0.2 0.3 0.4; Pendulum (r + 1241) / 1241 -> 0 0.5 0.75 0.75;
+    # Hopper-v4 has no range and is left out. IQM of the 8 pooled: middle 4 of
+    # 0 0.1 0.2 0.3 0.4 0.5 0.75 0.75 -> (0.2 + 0.3 + 0.4 + 0.5) / 4
+    envs, runs, iqm, mean = rows["PPO (α=0)"]
+    assert (envs, runs) == ("2", "8")
+    assert estimate(iqm)[0] == pytest.approx(0.35, abs=5e-4)
+    assert estimate(mean)[0] == pytest.approx((0.25 + 0.5) / 2, abs=5e-4)
+    # RPO: 0.5 0.6 0.7 0.8 and 0.5 0.75 0 1 -> pooled, sorted 0 .5 .5 .6 .7 .75 .8 1 -> middle 4
+    assert estimate(rows["RPO α=0.5"][2])[0] == pytest.approx((0.5 + 0.6 + 0.7 + 0.75) / 4, abs=1e-3)
+    for cell in rows["PPO (α=0)"][2:] + rows["RPO α=0.5"][2:]:
+        point, low, high = estimate(cell)
+        assert low <= point <= high
+    assert "Left out of the aggregates" in synthetic_report and "Hopper-v4." in synthetic_report
+    assert "Pendulum-v1 [-1241, 0]" in synthetic_report and f"{SWINGUP} [0, 1000]" in synthetic_report
+
+
+def test_probability_of_improvement_in_the_report(synthetic_report):
+    rows = table(synthetic_report, ["", "P(RPO α=0.5 > PPO) [95% CI]"])
+    assert rows[SWINGUP] == ["1.00 [1.00, 1.00]"]  # every RPO run above every PPO run
+    # Pendulum, RPO -620.5 -310.25 -1241 0 against PPO -1241 -620.5 -310.25 -310.25: wins 1+2+0+4,
+    # ties 1+2+1+0 of 16 pairs -> (7 + 4/2) / 16
+    assert estimate(rows["Pendulum-v1"][0])[0] == pytest.approx(9 / 16, abs=0.005)
+    assert rows["Hopper-v4"] == ["—"]  # no RPO runs
+    point = estimate(rows["mean over envs"][0])[0]
+    assert point == pytest.approx((1 + 9 / 16) / 2, abs=0.005)
+    assert rows["mean over envs"][0].endswith("(2 envs)")
+
+
+def test_published_column_beside_ours(synthetic_report):
+    rows = table(synthetic_report, ["", "ours: steps, seeds"])
+    header = next(line for line in synthetic_report.splitlines() if line.startswith("|  | ours: steps, seeds"))
+    assert "PPO (α=0), published (8M steps, 10 seeds)" in header
+    assert "RPO α=0.5, published (8M steps, 10 seeds)" in header
+    # 12 episodes of 200 steps: 2400 steps; PPO, PPO published, RPO, RPO published
+    assert rows["Pendulum-v1"] == ["2.4k steps, 4 seeds", "-620.50 ± 379.98", "-1141.98 ± 135.55",
+                                   "-542.94 ± 458.87", "-151.08 ± 3.73"]
+    assert rows[SWINGUP][1:] == ["250.00 ± 111.80", "464.82 ± 379.09", "650.00 ± 111.80", "776.21 ± 20.15"]
+    # Hopper-v4's PPO is in the reference's α = 0.01 table first (2741.42), then in its α = 0.5 one
+    assert rows["Hopper-v4"][1:] == ["1500.00 ± 500.00", "2741.42 ± 269.11", "—", "—"]
+
+
+def test_steps_per_env_row_when_budgets_differ(tmp_path):
+    write_csv(tmp_path / "e.csv", {("Pendulum-v1", "0", 1): [-900.0] * 50, ("Pendulum-v1", "0", 2): [-800.0] * 50,
+                                   (SWINGUP, "0", 1): [10.0] * 5, (SWINGUP, "0", 2): [20.0] * 5,
+                                   (SWINGUP, "0", 3): [30.0] * 5})
+    assert run_report(tmp_path / "e.csv", "--out", tmp_path / "r").returncode == 0
+    md = (tmp_path / "r" / "results.md").read_text()
+    rows = table(md, ["", "ours: steps, seeds"])
+    assert rows["Pendulum-v1"][0] == "10k steps, 2 seeds"
+    assert rows[SWINGUP][0] == "1k steps, 3 seeds"
+    assert (tmp_path / "r" / "sample_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    # one sample-efficiency panel per budget, named in the figure; the report points to it
+    assert "one panel per step budget" in md and "![sample efficiency](sample_efficiency.png)" in md
+
+
+# ------------------------------------------------------------------------------- run directories and export
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "runs"
+    rng = np.random.default_rng(7)
+    for env, length, episodes in (("Pendulum-v1", 200, 25), (SWINGUP, 1000, 6)):
+        for alpha in ("0.5", "0"):
+            for seed in (1, 2, 3):
+                write_run(root, env, alpha, seed, rng.normal(-500 if env == "Pendulum-v1" else 300, 80, episodes),
+                          episode_length=length)
+    (root / "slurm").mkdir()  # sweep.sh's own folder is not a run
+    return root
+
+
+def test_export_then_read_gives_the_same_episodes(run_dirs, tmp_path, capsys):
+    groups, skipped = report.load_run_dirs(run_dirs)
+    assert skipped == [] and len(groups) == 4 and sum(map(len, groups.values())) == 12
+    assert report.main([str(run_dirs), "--export", str(tmp_path / "episodes.csv.gz")]) == 0
+    assert "exported 186 episodes of 12 runs" in capsys.readouterr().out  # (25 + 6) x 2 alphas x 3 seeds
+    back = report.load_csv(tmp_path / "episodes.csv.gz")
+    assert back.keys() == groups.keys()
+    for key in groups:
+        assert [r["seed"] for r in back[key]] == [r["seed"] for r in groups[key]]
+        for ours, theirs in zip(groups[key], back[key]):
+            for field in ("steps", "returns", "lengths"):
+                np.testing.assert_array_equal(ours[field], theirs[field])
+            assert ours["final"] == theirs["final"]
+    # the rows themselves: the header, then what the event files hold, float32 values exactly
+    rows = list(csv.reader(gzip.open(tmp_path / "episodes.csv.gz", "rt")))
+    assert rows[0] == list(report.COLUMNS)
+    assert rows[1][:4] == ["Pendulum-v1", "0", "1", "200"] and rows[1][5] == "200"
+    assert float(rows[1][4]) == float(np.float32(float(rows[1][4])))
+    assert rows[-1][:4] == [SWINGUP, "0.5", "3", "6000"] and rows[-1][5] == "1000"
+    assert len(rows) == 1 + 186
+    # the same export twice is the same bytes (no time stamp in the gzip header)
+    report.export_csv(back, tmp_path / "again.csv.gz")
+    assert (tmp_path / "again.csv.gz").read_bytes() == (tmp_path / "episodes.csv.gz").read_bytes()
+
+
+def test_report_from_run_directories_equals_report_from_their_export(run_dirs, tmp_path):
+    result = run_report(run_dirs, "--out", tmp_path / "from_dirs", "--export", tmp_path / "episodes.csv.gz")
+    assert result.returncode == 0, result.stderr
+    assert report.main([str(tmp_path / "episodes.csv.gz"), "--out", str(tmp_path / "from_csv")]) == 0
+    md = (tmp_path / "from_csv" / "results.md").read_bytes()
+    assert md == (tmp_path / "from_dirs" / "results.md").read_bytes()
+    md = md.decode()
+    assert str(tmp_path) not in md and "episodes.csv" not in md  # nothing that names where it came from
+    assert "| Pendulum-v1 | PPO (α=0) | 3 |" in md and "mean over envs" in md
+    for name in ("results.md", "learning_curves.png", "sample_efficiency.png"):
+        assert (tmp_path / "from_csv" / name).is_file()
+
+
+def test_unfinished_runs_are_marked_from_run_directories(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "Pendulum-v1", "0", 1, [-300.0] * 12, done=False)
+    write_run(runs, "Pendulum-v1", "0", 2, [-100.0] * 12)
+    (runs / "Pendulum-v1__alpha0__seed3").mkdir()  # not started
+    result = run_report(runs, "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert "| Pendulum-v1 | -200.00 ± 100.00 † |" in md
+    assert "† includes 1 unfinished run(s)" in md and "- Pendulum-v1__alpha0__seed3: no event file" in md
+
+
+def test_run_whose_lengths_do_not_pair_with_returns_is_skipped(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = tmp_path / "runs" / "Pendulum-v1__alpha0__seed1"
+    writer = SummaryWriter(str(run_dir / "runs" / "x"))
+    writer.add_scalar("charts/episodic_return", -1.0, 200)
+    writer.close()
+    _, skipped = report.load_run_dirs(tmp_path / "runs")
+    assert skipped == [("Pendulum-v1__alpha0__seed1", "charts/episodic_return and charts/episodic_length "
+                        "do not pair up (1 against 0 points)")]
+
+
+# ------------------------------------------------------------------------------- bad input
+def one_line_error(result, message):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("report.py: error: "), result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_missing_path_is_one_line(tmp_path):
+    one_line_error(run_report(tmp_path / "nope", "--out", tmp_path / "r"), "nope does not exist")
+    assert not (tmp_path / "r").exists()
+
+
+def test_csv_missing_columns_is_one_line(tmp_path):
+    (tmp_path / "e.csv").write_text("env_id,rpo_alpha,seed,global_step,episodic_return\nPendulum-v1,0,1,200,-5\n")
+    one_line_error(run_report(tmp_path / "e.csv", "--out", tmp_path / "r"), "missing column(s) episodic_length")
+    (tmp_path / "empty.csv").write_text("")
+    one_line_error(run_report(tmp_path / "empty.csv", "--out", tmp_path / "r"), "missing column(s) env_id")
+
+
+def test_csv_with_a_bad_value_names_its_line(tmp_path):
+    write_csv(tmp_path / "e.csv", {("Pendulum-v1", "0", 1): [-5.0, -6.0]})
+    text = (tmp_path / "e.csv").read_text().replace("-6.0", "lots")
+    (tmp_path / "e.csv").write_text(text)
+    one_line_error(run_report(tmp_path / "e.csv", "--out", tmp_path / "r"), "e.csv, line 3: not a number")
+    (tmp_path / "junk.csv.gz").write_bytes(b"\x1f\x8b not really gzip")
+    one_line_error(run_report(tmp_path / "junk.csv.gz", "--out", tmp_path / "r"), "not a CSV or gzipped CSV")
+
+
+def test_nothing_to_do_and_unknown_flags_are_one_line(tmp_path):
+    one_line_error(run_report(tmp_path), "nothing to do")
+    one_line_error(run_report(tmp_path, "--bogus"), "unrecognized arguments: --bogus")
+
+
+# ------------------------------------------------------------------------------- published.csv
+def published_rows():
+    with open(PUBLISHED, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_published_csv_holds_the_reference_numbers():
+    # Budgets: the seed says "8M timesteps ... 10 random seeds" for dm_control and Gym; its MuJoCo
+    # tables name the PPO column "_8M", the reference script's default is 8,000,000 steps and
+    # rpo_alpha 0.5 (seed 002), and the reference's benchmark/rpo.sh runs 10 seeds of each MuJoCo set.
+    rows = published_rows()
+    assert list(rows[0]) == ["table", "suite", "env_id", "method", "rpo_alpha", "mean", "std", "timesteps", "seeds"]
+    by = {(r["table"], r["env_id"], r["method"]): r for r in rows}
+    assert len(by) == len(rows)  # a table names each env and method once
+    pendulum_rpo, pendulum_ppo = by["gym", "Pendulum-v1", "rpo"], by["gym", "Pendulum-v1", "ppo"]
+    assert (pendulum_rpo["mean"], pendulum_rpo["std"], pendulum_rpo["rpo_alpha"]) == ("-151.08", "3.73", "0.5")
+    assert (pendulum_ppo["mean"], pendulum_ppo["std"], pendulum_ppo["rpo_alpha"]) == ("-1141.98", "135.55", "0")
+    assert by["mujoco_v4_tuned_alpha0.01", "Ant-v4", "rpo"]["mean"] == "2702.91"
+    assert by["mujoco_v4_tuned_alpha0.01", "Ant-v4", "rpo"]["rpo_alpha"] == "0.01"
+    assert by["mujoco_v4_tuned_alpha0.5", "Ant-v4", "rpo"]["mean"] == "-7.99"
+    assert by["mujoco_v2", "HumanoidStandup-v2", "rpo"]["mean"] == "156848.90"
+    assert by["dm_control", "dm_control/walker-run-v0", "ppo"]["std"] == "91.34"
+    assert sum(r["table"] == "dm_control" for r in rows) == 2 * 48
+    assert {r["suite"] for r in rows if r["env_id"].endswith("-v2")} == {"mujoco_v2"}
+    assert {(r["method"], r["rpo_alpha"]) for r in rows} == {("ppo", "0"), ("rpo", "0.5"), ("rpo", "0.01")}
+    assert {(r["timesteps"], r["seeds"]) for r in rows} == {("8000000", "10")}
+    assert len(rows) == 188
+
+
+@pytest.mark.skipif(not SEEDS, reason="the reference's seed text (../shared/seeds/000_*.txt) is not beside the repo")
+def test_published_csv_has_every_row_of_the_seed_tables():
+    tables, current = [], None
+    for line in SEEDS[0].read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        else:
+            current = None
+    # the result tables: a PPO column (the reference's 8M PPO runs) and an RPO column
+    tables = [t for t in tables if "ppo_continuous_action" in t[0][1] and "rpo_continuous_action" in t[0][2]]
+    expected = []
+    for t in tables:
+        alpha = "0.01" if "alpha_0_01" in t[0][2] else "0.5"  # rpo_continuous_action's default is 0.5
+        for env, ppo, rpo in (row[:3] for row in t[2:]):
+            for method, a, cell in (("ppo", "0", ppo), ("rpo", alpha, rpo)):
+                mean, std = re.fullmatch(r"(-?[\d.]+) \S+ ([\d.]+)", cell).groups()
+                expected.append((env, method, a, mean, std))
+    rows = published_rows()
+    assert len(rows) == len(expected) == 2 * sum(len(t) - 2 for t in tables)
+    assert [(r["env_id"], r["method"], r["rpo_alpha"], r["mean"], r["std"]) for r in rows] == expected
+    # one `table` per seed table, in the seed's order
+    names = list(dict.fromkeys(r["table"] for r in rows))
+    assert len(names) == len(tables)
+    assert [sum(r["table"] == n for r in rows) for n in names] == [2 * (len(t) - 2) for t in tables]
+
+
+# ------------------------------------------------------------------------------- the committed results
+@pytest.mark.skipif(not (RESULTS / "episodes.csv.gz").is_file(),
+                    reason="no benchmark/results/episodes.csv.gz committed yet")
+def test_committed_results_regenerate_from_the_committed_csv(tmp_path):
+    result = run_report(RESULTS / "episodes.csv.gz", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "results.md").read_bytes() == (RESULTS / "results.md").read_bytes()
