@@ -11,10 +11,9 @@ from PPO; `--rpo-alpha 0` is PPO.
     python rpo_continuous_action.py --eval-checkpoint runs/RUN/rpo_continuous_action.cleanrl_model
     python rpo_continuous_action.py --resume runs/RUN/rpo_continuous_action.cleanrl_model
 
-The algorithm reads top to bottom: Args, the environment, the Agent, advantages and losses, the
-update, the training loop. Plumbing (the rollout's fast path, checkpoints, evaluation, signals, the
-command line) follows under its own banner. Edit the Agent and the optimizer line freely: the fast
-path checks itself against the Agent every iteration and steps aside when it cannot follow.
+Top to bottom: Args, the environment, the Agent, advantages and losses, the update, the training loop;
+then the plumbing. Edit the Agent and the optimizer line freely: the rollout's fast path checks itself
+against the Agent every iteration, and steps aside or stops the run when it cannot follow.
 """
 
 import ctypes.util
@@ -315,15 +314,8 @@ def value_loss(newvalue, returns, oldvalue, clip_coef, clip_vloss):
     return 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
 
 
-def approx_kl(logratio):
-    """Schulman's k3 estimator of KL(old || new) from log(new/old) of the sampled actions."""
+def approx_kl(logratio):  # Schulman's k3 estimator of KL(old || new), from log(new/old) of the sampled actions
     return ((logratio.exp() - 1) - logratio).mean()
-
-
-@torch.no_grad()
-def unperturbed_logratio(agent, obs, actions, logprobs):
-    """log(new/old) without RPO's noise: how far the policy itself has moved since the rollout."""
-    return agent.get_action_and_value(obs, actions, rpo_noise=False)[1] - logprobs
 
 
 def update(agent, optimizer, batch, args):
@@ -357,7 +349,8 @@ def update(agent, optimizer, batch, args):
 
         # RPO: the logged KLs of the last minibatch (as PPO logs them) include the noise z; the noise-free one
         # measures the policy's own move, and is what --target-kl compares (with alpha = 0 they are the same)
-        kl_unperturbed = approx_kl(unperturbed_logratio(agent, obs[mb], actions[mb], logprobs[mb]))
+        with torch.no_grad():
+            kl_unperturbed = approx_kl(agent.get_action_and_value(obs[mb], actions[mb], rpo_noise=False)[1] - logprobs[mb])
         if args.target_kl is not None and kl_unperturbed > args.target_kl:
             break
     with torch.no_grad():
@@ -400,7 +393,7 @@ def train(args, checkpoint=None):
     dones = np.zeros((T, N), dtype=np.float32)
     next_obs, _ = envs.reset(seed=args.seed + global_step)
 
-    with closing(envs), log:
+    with closing(envs), closing(log):
         with StopRequest() as stop:
             for iteration in range(start_iteration, args.num_iterations + 1):
                 if args.anneal_lr:  # each parameter group's rate, annealed linearly to 0
@@ -482,7 +475,7 @@ class RolloutActor:
             mean, logstd = self._torch(probes)
             self.use_torch = not (np.allclose(self._mean(probes), mean, rtol=1e-4, atol=1e-5)
                                   and np.allclose(np.log(self.std), logstd, rtol=1e-4, atol=1e-5))
-        except (AttributeError, KeyError, TypeError):
+        except (AttributeError, KeyError, TypeError, ValueError):  # not a Sequential of those layers
             self.use_torch = True
         if self.use_torch:
             print("note: acting through torch (slower): the numpy copy of the actor does not compute what this Agent "
@@ -490,8 +483,7 @@ class RolloutActor:
 
     @torch.no_grad()
     def _torch(self, obs):
-        mean, logstd = self.agent.get_mean_and_logstd(torch.as_tensor(obs, device=self.device))
-        return mean.cpu().numpy(), logstd.cpu().numpy()
+        return [x.cpu().numpy() for x in self.agent.get_mean_and_logstd(torch.as_tensor(obs, device=self.device))]
 
     def _mean(self, x):
         for layer in self.layers:
@@ -552,7 +544,7 @@ class Logger:
     """TensorBoard (and W&B with --track), the progress bar on a terminal, and the reference's printed lines."""
 
     def __init__(self, args, run_name, global_step, resumed):
-        self.args, self.run_name = args, run_name
+        self.args = args
         self.model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         if args.track:
             try:
@@ -568,8 +560,6 @@ class Logger:
         if not resumed:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
                 "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])))
-        if resumed:
-            print(f"resuming {run_name} at global_step={global_step}")
         self.start_time, self.start_step, self.last_return = time.time(), global_step, None
         self.progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step",
                              unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty())
@@ -596,10 +586,7 @@ class Logger:
         self.progress.update(global_step - self.progress.n)
         self.progress.set_postfix(episodic_return=self.last_return, refresh=False)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
+    def close(self):
         self.progress.close()
         self.writer.close()
         if self.args.track:
@@ -664,19 +651,13 @@ def _load_rms(rms, state):
 def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng):
     np_state = np.random.get_state()
     checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "args": asdict(args),
-        "run_name": run_name,
-        "global_step": global_step,
-        "iteration": iteration,
-        "obs_shape": list(envs.single_observation_space.shape),
-        "action_shape": list(envs.single_action_space.shape),
+        "format": CHECKPOINT_FORMAT, "args": asdict(args), "run_name": run_name,
+        "global_step": global_step, "iteration": iteration,
+        "obs_shape": list(envs.single_observation_space.shape), "action_shape": list(envs.single_action_space.shape),
         "action_low": torch.as_tensor(envs.single_action_space.low),
         "action_high": torch.as_tensor(envs.single_action_space.high),
-        "agent": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "obs_rms": _rms_state(envs.obs_rms),
-        "return_rms": _rms_state(envs.return_rms),
+        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+        "obs_rms": _rms_state(envs.obs_rms), "return_rms": _rms_state(envs.return_rms),
         "discounted_reward": torch.as_tensor(envs.discounted_reward),
         "rng": {
             "python": random.getstate(),
@@ -719,7 +700,7 @@ def load_checkpoint(path):
 def restore(checkpoint, env_id, envs, agent, optimizer, base_lrs, rollout_rng):
     """Put a saved run back: weights, optimizer, normalizers, RNGs. Returns (global_step, next iteration)."""
     check_shapes(checkpoint, envs.single_observation_space.shape, envs.single_action_space.shape, env_id)
-    agent.load_state_dict(checkpoint["agent"])
+    load_weights(agent, checkpoint)
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (ValueError, KeyError) as e:
@@ -736,23 +717,27 @@ def restore(checkpoint, env_id, envs, agent, optimizer, base_lrs, rollout_rng):
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     rollout_rng.bit_generator.state = rng["rollout"]
+    print(f"resuming {checkpoint['run_name']} at global_step={checkpoint['global_step']}")
     return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
 def check_shapes(checkpoint, obs_shape, action_shape, env_id):
-    obs_shape, action_shape = list(obs_shape), list(action_shape)
-    if obs_shape != checkpoint["obs_shape"] or action_shape != checkpoint["action_shape"]:
-        raise UserError(
-            f"the checkpoint was made for observations {tuple(checkpoint['obs_shape'])} and actions "
-            f"{tuple(checkpoint['action_shape'])}, but {env_id} has {tuple(obs_shape)} and {tuple(action_shape)}"
-        )
+    if list(obs_shape) != checkpoint["obs_shape"] or list(action_shape) != checkpoint["action_shape"]:
+        raise UserError(f"the checkpoint was made for observations {tuple(checkpoint['obs_shape'])} and actions "
+                        f"{tuple(checkpoint['action_shape'])}, but {env_id} has {tuple(obs_shape)} and {tuple(action_shape)}")
+
+
+def load_weights(agent, checkpoint):
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+    except RuntimeError as e:  # the Agent was edited since the checkpoint was saved
+        raise UserError(f"the checkpoint's weights do not fit this Agent: {str(e).splitlines()[1].strip()}") from None
+    return agent
 
 
 def agent_from_checkpoint(checkpoint):
-    agent = Agent(int(np.prod(checkpoint["obs_shape"])), int(np.prod(checkpoint["action_shape"])),
-                  checkpoint["args"]["rpo_alpha"])
-    agent.load_state_dict(checkpoint["agent"])
-    return agent
+    return load_weights(Agent(int(np.prod(checkpoint["obs_shape"])), int(np.prod(checkpoint["action_shape"])),
+                              checkpoint["args"]["rpo_alpha"]), checkpoint)
 
 
 def load_policy(path):
@@ -846,26 +831,20 @@ def parse_args(argv=None):
     return args, checkpoint
 
 
-def evaluate_checkpoint(args, checkpoint):
-    torch.set_num_threads(args.torch_threads)
-    if args.capture_video:
-        use_headless_rendering()
-    returns = evaluate(agent_from_checkpoint(checkpoint), checkpoint["obs_rms"], args, checkpoint["run_name"],
-                       args.eval_episodes, args.seed, checkpoint=checkpoint)
-    for i, episodic_return in enumerate(returns):
-        print(f"eval episode={i}, episodic_return={episodic_return}")
-    print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
-    return 0
-
-
 def main(argv=None):
     try:
         args, checkpoint = parse_args(argv)
         if args.capture_video:
             use_headless_rendering()
-        if args.eval_checkpoint:
-            return evaluate_checkpoint(args, checkpoint)
-        return train(args, checkpoint if args.resume else None)
+        if not args.eval_checkpoint:
+            return train(args, checkpoint if args.resume else None)
+        torch.set_num_threads(args.torch_threads)
+        returns = evaluate(agent_from_checkpoint(checkpoint), checkpoint["obs_rms"], args, checkpoint["run_name"],
+                           args.eval_episodes, args.seed, checkpoint=checkpoint)
+        for i, episodic_return in enumerate(returns):
+            print(f"eval episode={i}, episodic_return={episodic_return}")
+        print(f"eval: episodic_return={np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes")
+        return 0
     except UserError as e:
         print(f"{os.path.basename(sys.argv[0] or 'rpo_continuous_action.py')}: error: {e}", file=sys.stderr)
         return 2
