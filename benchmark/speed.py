@@ -13,7 +13,15 @@ Prints three figures side by side:
   --side-by-side   also runs two trainers at once (as two runs share a 2-core machine) and prints
                    each one's steps/s against a run alone.
   --memory         also prints the peak resident memory of a whole default run (imports included)
-                   of the trainer and, if built (../shared/reference/setup.sh), of the reference.
+                   of the trainer and, if built, of the reference.
+  --against-reference  steps/s of this trainer and of the reference, run alternately (so that a shared
+                   machine's drift hits both alike), iterations 2..K of each, --repeats times; prints the
+                   medians and their ratio.
+The reference is the published script (gymnasium 0.29, mujoco 2.3), which cannot run on gymnasium 1.x:
+it lives in a virtual environment of its own, REF_DIR/venv with the script saved as REF_DIR/rpo_reference.py
+(REF_DIR defaults to /tmp/rpo-reference):
+  python3 -m venv /tmp/rpo-reference/venv && /tmp/rpo-reference/venv/bin/pip install torch \
+      "gymnasium[mujoco]==0.29.1" mujoco==2.3.7 "numpy<2" tyro tensorboard
 Flags after `--` go to the trainer.
 """
 import argparse
@@ -113,6 +121,8 @@ def main():
     parser.add_argument("--ceiling-steps", type=int, default=20000)
     parser.add_argument("--side-by-side", action="store_true")
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--against-reference", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ref-dir", default=os.environ.get("REF_DIR", "/tmp/rpo-reference"))
     parser.add_argument("extra", nargs="*", help="trainer flags, after --")
     opts = parser.parse_args()
@@ -135,10 +145,19 @@ def main():
         pair, _ = trainer_runs(opts.env_id, opts.iterations, 2, opts.extra)
         print(f"side by side: one run alone {alone:.0f} steps/s; two at once {pair[0]:.0f} and {pair[1]:.0f} steps/s "
               f"({min(pair) / alone:.0%} of alone)")
+    ref_python = os.path.join(opts.ref_dir, "venv", "bin", "python")
+    ref_script = os.path.join(opts.ref_dir, "rpo_reference.py")
+    if opts.against_reference:
+        if not os.path.exists(ref_script):
+            sys.exit(f"speed.py: error: no reference at {ref_script} (see --help)")
+        ours, theirs = [], []
+        for _ in range(opts.repeats):
+            theirs += trainer_runs(opts.env_id, opts.iterations, 1, [], ref_python, ref_script)[0]
+            ours += trainer_runs(opts.env_id, opts.iterations, 1, opts.extra)[0]
+        print(f"against the reference (medians of {opts.repeats}): reference {np.median(theirs):.0f} steps/s, "
+              f"trainer {np.median(ours):.0f} steps/s, ratio {np.median(ours) / np.median(theirs):.2f}")
     if opts.memory:
         # ru_maxrss of children is the largest child so far: measure the reference first, in its own process tree
-        ref_python = os.path.join(opts.ref_dir, "venv", "bin", "python")
-        ref_script = os.path.join(opts.ref_dir, "rpo_reference.py")
         code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
                 "stderr=subprocess.DEVNULL, cwd=__import__('tempfile').mkdtemp()); "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
