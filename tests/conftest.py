@@ -1,5 +1,6 @@
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -45,3 +46,36 @@ def scalars(run_dir):
 @pytest.fixture
 def workdir(tmp_path):
     return str(tmp_path)
+
+
+# One-node Slurm for the tests marked `slurm` (test_benchmark.py, test_tune.py): started once per session by
+# benchmark/slurm/start_local_slurm.sh if it is not up already, and stopped only if this fixture started it.
+SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+START_SLURM = os.path.join(ROOT, "benchmark", "slurm", "start_local_slurm.sh")
+
+
+def slurm_up():
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, env={**os.environ, "PATH": SBIN_PATH})
+    return ping.returncode == 0 and "UP" in ping.stdout
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    missing = [b for b in ("sbatch", "squeue", "scontrol", "slurmctld", "slurmd", "munged")
+               if not shutil.which(b, path=SBIN_PATH)]
+    if missing:
+        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}); apt-get install -y slurm-wlm munge")
+    started = False
+    if not slurm_up():
+        subprocess.run([START_SLURM], check=True, env={**os.environ, "PATH": SBIN_PATH})
+        started = True
+    yield
+    if started:  # stop only what this fixture started
+        subprocess.run([START_SLURM, "--stop"], check=True, env={**os.environ, "PATH": SBIN_PATH})
+
+
+def job_done(job_id):
+    queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
+    if queue.returncode != 0:  # Slurm forgets a job some minutes after it ended
+        return "Invalid job id" in queue.stderr
+    return queue.stdout.strip() == ""

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import job_done
+
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "benchmark" / "sweep.sh"
 REPORT = ROOT / "benchmark" / "report.py"
-START_SLURM = ROOT / "benchmark" / "slurm" / "start_local_slurm.sh"
 ENV = "Pendulum-v1"  # 200-step episodes
 # Small but complete runs (20 Pendulum episodes each); fewer minibatches and epochs keep them quick.
 FAST = ["--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2", "--eval-episodes", "1"]
 TINY = ["--total-timesteps", "4096", *FAST]
-SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
 def sweep_env():
@@ -260,38 +260,11 @@ def test_report_on_a_sweep_without_episodes_yet(tmp_path):
 
 
 # ------------------------------------------------------------------------------- Slurm
-def slurm_up():
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, env={**os.environ, "PATH": SBIN_PATH})
-    return ping.returncode == 0 and "UP" in ping.stdout
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    missing = [b for b in ("sbatch", "squeue", "scontrol", "slurmctld", "slurmd", "munged")
-               if not shutil.which(b, path=SBIN_PATH)]
-    if missing:
-        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}); apt-get install -y slurm-wlm munge")
-    started = False
-    if not slurm_up():
-        subprocess.run([str(START_SLURM)], check=True, env={**os.environ, "PATH": SBIN_PATH})
-        started = True
-    yield
-    if started:  # stop only what this fixture started
-        subprocess.run([str(START_SLURM), "--stop"], check=True, env={**os.environ, "PATH": SBIN_PATH})
-
-
 def submit(out, *args, trainer=TINY):
     result = subprocess.run([str(SWEEP), "--env-ids", ENV, "--out", str(out), "--slurm", "--time", "00:10:00", *args,
                              "--", *trainer], capture_output=True, text=True, env=sweep_env(), timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return re.search(r"submitted Slurm job array (\d+)", result.stdout)[1]
-
-
-def job_done(job_id):
-    queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
-    if queue.returncode != 0:  # Slurm forgets a job some minutes after it ended
-        return "Invalid job id" in queue.stderr
-    return queue.stdout.strip() == ""
 
 
 @pytest.mark.slurm

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import job_done
+
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = ROOT / "benchmark" / "tune.py"
-START_SLURM = ROOT / "benchmark" / "slurm" / "start_local_slurm.sh"
-SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 ENV = "Pendulum-v1"
 TINY = ["--total-timesteps", "2048", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2"]
 # Pendulum's returns lie in about [-1600, 0]: a fixed range makes the values checkable.
@@ -367,36 +367,8 @@ def test_slurm_without_sbatch_on_path_is_an_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------- Slurm
-# The same one-node Slurm as tests/test_benchmark.py's `slurm` fixture (the few lines copied here).
-def slurm_up():
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, env={**os.environ, "PATH": SBIN_PATH})
-    return ping.returncode == 0 and "UP" in ping.stdout
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    missing = [b for b in ("sbatch", "squeue", "scontrol", "slurmctld", "slurmd", "munged")
-               if not shutil.which(b, path=SBIN_PATH)]
-    if missing:
-        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}); apt-get install -y slurm-wlm munge")
-    started = False
-    if not slurm_up():
-        subprocess.run([str(START_SLURM)], check=True, env={**os.environ, "PATH": SBIN_PATH})
-        started = True
-    yield
-    if started:  # stop only what this fixture started
-        subprocess.run([str(START_SLURM), "--stop"], check=True, env={**os.environ, "PATH": SBIN_PATH})
-
-
-def job_done(job_id):
-    queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
-    if queue.returncode != 0:  # Slurm forgets a job some minutes after it ended
-        return "Invalid job id" in queue.stderr
-    return queue.stdout.strip() == ""
-
-
 @pytest.mark.slurm
-def test_slurm_workers_share_one_journal_study(slurm_cluster, tmp_path):
+def test_slurm_workers_share_one_journal_study(slurm, tmp_path):
     out = tmp_path / "study"
     args = ["--seeds", "1", "--n-trials", "3", "--workers", "2", *TARGET, "--slurm", "--time", "00:10:00"]
     result = tune(out, *args)
