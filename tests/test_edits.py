@@ -109,7 +109,7 @@ def test_a_numpy_copy_that_disagrees_with_the_agent_is_not_used(tmp_path):
     is tanh) is caught on the probes, and torch acts instead."""
     edits = EDITS["relu_actor"] + [("nn.ReLU: lambda x: np.maximum(x, 0)", "nn.ReLU: np.tanh")]
     proc, logged = train_copy(tmp_path, edits, *CONSISTENCY)
-    assert "note: acting through torch (slower): the numpy copy of the actor does not compute what this Agent computes" in proc.stderr
+    assert "note: acting through torch (slower): the numpy copy of the actor cannot compute this Agent" in proc.stderr
     np.testing.assert_allclose([v for _, v in logged["losses/old_approx_kl"]], 0.0, atol=1e-6)
 
 
@@ -135,3 +135,17 @@ def test_a_distribution_the_rollout_does_not_sample_is_refused(tmp_path):
     [line] = proc.stderr.splitlines()
     assert line.endswith("error: Agent.get_action_and_value scores the rollout's actions under another distribution "
                          "than N(mean, exp(logstd)) of get_mean_and_logstd, which the rollout samples; change both together")
+
+
+def test_the_entropy_shortcut_changes_no_number(tmp_path):
+    """At the default --ent-coef 0 the update leaves the entropy term out of the loss (it is 0 x entropy); a copy
+    that always runs the reference's loss line logs the same numbers, bit for bit, with RPO's noise on."""
+    flags = ["--env-id", "Pendulum-v1", "--num-steps", "512", "--num-minibatches", "8", "--update-epochs", "2",
+             "--total-timesteps", "2048"]
+    logged = []
+    for name, edits in (("shortcut", []), ("full_loss", [("            if args.ent_coef:\n", "            if True:\n")])):
+        (tmp_path / name).mkdir()
+        logged.append(train_copy(tmp_path / name, edits, *flags)[1])
+    shortcut, full_loss = ({tag: v for tag, v in run.items() if tag != "charts/SPS"} for run in logged)
+    assert len(shortcut["losses/value_loss"]) == 4 and shortcut["losses/entropy"][0][1] == pytest.approx(1.4189, abs=1e-2)
+    assert shortcut == full_loss
