@@ -329,15 +329,14 @@ def update(agent, optimizer, batch, args):
 
             pg_loss = policy_loss(advantages[i], ratio, args.clip_coef)
             v_loss = value_loss(newvalue.view(-1), returns[mb], values[mb], args.clip_coef, args.clip_vloss)
-            if args.ent_coef:
-                loss = pg_loss - args.ent_coef * entropy.mean() + v_loss * args.vf_coef
-            else:  # the default: an entropy term weighted 0 only adds time (a twentieth of the update's)
-                loss = pg_loss + v_loss * args.vf_coef
+            loss = pg_loss + v_loss * args.vf_coef
+            if args.ent_coef:  # at the default 0 the entropy term would only add time (a twentieth of the update's)
+                loss = loss - args.ent_coef * entropy.mean()
 
             optimizer.zero_grad()
             loss.backward()
             # on the CPU, torch's batched (foreach) path loops over the same per-tensor norms, only slower
-            nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=obs.is_cuda)
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=params[0].is_cuda)
             optimizer.step()
             ratios.append(ratio.detach())  # for the clip fraction, computed once at the end
 
