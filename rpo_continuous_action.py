@@ -493,6 +493,9 @@ class RolloutActor:
         _, logprobs, _, values = self.agent.get_action_and_value(obs, actions, rpo_noise=False)
         sampled = mean + logstd.exp() * torch.from_numpy(noise.reshape(actions.shape)).to(actions.device)
         if not torch.allclose(actions, sampled, rtol=1e-4, atol=1e-5):
+            if not torch.equal(mean, self.agent.get_mean_and_logstd(obs)[0]):
+                raise UserError("Agent.get_mean_and_logstd gives two means for the same observations (dropout or other "
+                                "randomness in training mode): the rollout's actions cannot be scored; make it deterministic")
             raise UserError(f"at iteration {iteration} the rollout acted up to {(actions - sampled).abs().max():.2g} away "
                             f"from Agent.get_mean_and_logstd; make {type(self).__name__} act through torch for this Agent")
         if not torch.allclose(logprobs, gaussian_logprob(actions, mean, logstd), rtol=1e-4, atol=1e-4):
@@ -560,9 +563,8 @@ class Logger:
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int((global_step - self.start_step) / (time.time() - self.start_time))
         self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-        for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac",
-                     "explained_variance", "approx_kl_unperturbed"):
-            self.writer.add_scalar(f"losses/{name}", stats[name], global_step)
+        for name, value in stats.items():  # every number `update` returns: a new metric is one line there
+            self.writer.add_scalar(f"losses/{name}", value, global_step)
         self.writer.add_scalar("charts/action_std", action_std, global_step)
         self.writer.add_scalar("charts/SPS", sps, global_step)
         if self.progress.disable:

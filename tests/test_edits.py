@@ -149,3 +149,25 @@ def test_the_entropy_shortcut_changes_no_number(tmp_path):
     shortcut, full_loss = ({tag: v for tag, v in run.items() if tag != "charts/SPS"} for run in logged)
     assert len(shortcut["losses/value_loss"]) == 4 and shortcut["losses/entropy"][0][1] == pytest.approx(1.4189, abs=1e-2)
     assert shortcut == full_loss
+
+
+def test_an_agent_random_in_training_mode_is_named_as_the_cause(tmp_path):
+    """Dropout in the actor makes the mean differ between two calls: the run stops with one line that says so,
+    instead of telling the user to act through torch, which such a run already does."""
+    edits = [(ACTOR, ACTOR.replace("            nn.Tanh(),\n            layer_init(nn.Linear(64, 64)),",
+                                   "            nn.Tanh(),\n            nn.Dropout(0.2),\n            layer_init(nn.Linear(64, 64)),", 1))]
+    proc, _ = train_copy(tmp_path, edits, *CONSISTENCY, check=False)
+    assert proc.returncode == 2
+    assert "note: acting through torch (slower)" in proc.stderr
+    line = proc.stderr.splitlines()[-1]
+    assert line.endswith("error: Agent.get_mean_and_logstd gives two means for the same observations (dropout or other "
+                         "randomness in training mode): the rollout's actions cannot be scored; make it deterministic")
+
+
+def test_a_number_added_to_update_is_logged(tmp_path):
+    """Logging follows `update`'s returned dict: one added line there is one more TensorBoard curve."""
+    edits = [('"clipfrac": ((ratio - 1.0).abs() > args.clip_coef).float().mean().item()}',
+              '"clipfrac": ((ratio - 1.0).abs() > args.clip_coef).float().mean().item(), "logstd_mean": agent.actor_logstd.mean().item()}')]
+    _, logged = train_copy(tmp_path, edits, *CONSISTENCY)
+    assert len(logged["losses/logstd_mean"]) == 6
+    assert [s for s, _ in logged["losses/logstd_mean"]] == [s for s, _ in logged["losses/approx_kl"]]
