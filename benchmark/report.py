@@ -19,8 +19,9 @@ directories know which runs are unfinished (DONE) or unusable; an export keeps e
 run that has episodes, and a report made from it marks none as unfinished. Runs are
 grouped by (env, alpha); alpha 0 is PPO.
 
-A run's *final return* is the mean of `charts/episodic_return` over its last 10
-training episodes (fewer if it has fewer).
+A run's *final return*, the *normalized score* and the aggregate *IQM* are defined once,
+in benchmark/score.py, which tune.py uses too: a tuner trial's value is the aggregate
+normalized IQM that this report prints for the trial's runs (report.py DIR/trials/N).
 
 OUT/results.md holds, in this order:
   - the table in the reference's shape: one row per env, one column per alpha, PPO
@@ -41,10 +42,12 @@ OUT/results.md holds, in this order:
         all (env, seed) runs together, the mean of the envs' means (each env weighs
         the same), each with a stratified bootstrap interval (runs are resampled
         within each env: scipy.stats.bootstrap with one sample per env);
-      the probability of improvement P(RPO α > PPO): the probability that a random
-        RPO run of an env ends above a random PPO run of it, ties counting 1/2
-        (the Mann-Whitney U statistic over n·m); aggregated, its mean over the envs
-        that have both; intervals resample each method's runs within each env;
+      the probability of improvement P(A > B) for every two alphas of an env: the
+        probability that a random run of A ends above a random run of B, ties
+        counting 1/2 (the Mann-Whitney U statistic over n·m); PPO (alpha 0) is always
+        B, and of two RPO alphas the smaller is A (P(0.01 > 0.5), P(0.01 > PPO),
+        P(0.5 > PPO)); aggregated, its mean over the envs that have both; intervals
+        resample each alpha's runs within each env;
       every interval: percentile bootstrap, 10,000 resamples (2,000 per point of
       the curves), from a fixed seed, so the same input gives the same file
       (rliable itself is not needed: scipy's bootstrap resamples the same way).
@@ -56,12 +59,10 @@ steps, with its 95% stratified bootstrap band, one line per alpha, one panel per
 budget (envs whose runs went equally far). A run's score at step s is the mean of its
 last 10 episodes ended by s; a panel spans the steps every one of its runs covers.
 
-Normalization puts envs on one scale for the aggregates: score = (return - low) /
-(high - low), with [low, high] per env in SCORE_RANGES below. dm_control returns are
-0 to 1000 already (a reward in [0, 1] per step, 1000 steps), so they are divided by
-1000. Envs without a range (most Gym and MuJoCo ones, whose returns have no natural
-bounds) are left out of the aggregates and curves, and the report says so; the
-per-env tables and probabilities of improvement need no normalization.
+Normalization (score.py) puts envs on one scale for the aggregates: dm_control [0, 1000],
+Gym/MuJoCo [random play, best published mean]. Envs without a range are left out of the
+aggregates and curves, and the report says so; the per-env tables and probabilities of
+improvement need no normalization.
 
 Works on a sweep that is still running: it reports the runs that have episodes,
 marks the unfinished ones, and lists the runs it skipped and why. Bad input (a missing
@@ -74,37 +75,21 @@ import csv
 import gzip
 import io
 import math
-import re
 import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 
-LAST_EPISODES = 10
-RETURN_TAG = "charts/episodic_return"
-LENGTH_TAG = "charts/episodic_length"
-RUN_NAME = re.compile(r"^(?P<env>.+)__alpha(?P<alpha>[^_]+)__seed(?P<seed>\d+)$")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from score import (LAST_EPISODES, RETURN_TAG, interval, iqm, load_published, load_run_dirs,  # noqa: E402
+                   make_run, normalized, normalized_finals, pooled_iqm, score_at, score_range, smoothed,
+                   sort_groups)
+
 COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "episodic_return", "episodic_length")
-PUBLISHED = Path(__file__).with_name("published.csv")
-
-BOOTSTRAP_SEED = 0
-RESAMPLES = 10_000
 CURVE_RESAMPLES = 2_000
 CURVE_POINTS = 100
-
-# Normalized score = (return - low) / (high - low), per env: (low, high, why), as results.md shows it.
-DM_CONTROL_RANGE = (0.0, 1000.0, "a reward in [0, 1] per step, 1000 steps")
-SCORE_RANGES = {
-    # The least possible return (about -3255) is never approached, so low is what uniformly
-    # random actions score (mean over 500 episodes, gymnasium 1.x, seeds 0-499), as Agarwal
-    # et al. put 0 at random play.
-    "Pendulum-v1": (-1241.0, 0.0, "the reward is never positive; -1241 is what uniformly random actions score"),
-    "InvertedPendulum-v4": (0.0, 1000.0, "+1 per step balanced, 1000 steps at most"),
-    "InvertedPendulum-v5": (0.0, 1000.0, "+1 per step balanced, 1000 steps at most"),
-}
 
 
 class BadInput(Exception):
@@ -112,59 +97,6 @@ class BadInput(Exception):
 
 
 # ------------------------------------------------------------------------------- input
-def make_run(seed, steps, returns, lengths, finished):
-    """A run's episodes in the order they ended, and its final return."""
-    # stable: episodes of several sub-envs that end on the same step keep their order
-    order = np.argsort(steps, kind="stable")
-    steps, returns, lengths = (np.asarray(a)[order] for a in (steps, returns, lengths))
-    return {"seed": seed, "steps": steps, "returns": returns.astype(np.float64), "lengths": lengths,
-            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished}
-
-
-def load_episodes(run_dir):
-    """(steps, returns, lengths) of a run's training episodes, or a reason to skip it."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    event_dirs = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
-    if not event_dirs:
-        return None, "no event file"
-    if len(event_dirs) > 1:
-        where = ", ".join(str(d.relative_to(run_dir)) for d in event_dirs)
-        return None, f"{len(event_dirs)} directories of event files (expected one): {where}"
-    # size_guidance 0 keeps every point; the accumulator reads the files of one run in order
-    # and drops what an interrupted attempt logged past its checkpoint (purge on resume).
-    acc = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = acc.Tags()["scalars"]
-    if RETURN_TAG not in tags:
-        return None, "no episodes yet"
-    returns = acc.Scalars(RETURN_TAG)
-    lengths = acc.Scalars(LENGTH_TAG) if LENGTH_TAG in tags else []
-    # The trainer logs both tags for every episode at the step it ended, so they pair up by position.
-    if [e.step for e in returns] != [e.step for e in lengths]:
-        return None, f"{RETURN_TAG} and {LENGTH_TAG} do not pair up ({len(returns)} against {len(lengths)} points)"
-    return (np.array([e.step for e in returns], dtype=np.int64), np.array([e.value for e in returns]),
-            np.array([round(e.value) for e in lengths], dtype=np.int64)), None
-
-
-def load_run_dirs(runs_dir):
-    """{(env, alpha): [run, ...]} from sweep.sh's directories, and [(run name, why skipped)]."""
-    groups = defaultdict(list)
-    skipped = []
-    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        m = RUN_NAME.match(run_dir.name)
-        if not m:
-            continue  # e.g. sweep.sh's slurm/ folder
-        env_file = run_dir / "env_id"
-        env = env_file.read_text().strip() if env_file.is_file() else m["env"]
-        data, reason = load_episodes(run_dir)
-        if data is None:
-            skipped.append((run_dir.name, reason))
-            continue
-        groups[env, m["alpha"]].append(make_run(int(m["seed"]), *data, finished=(run_dir / "DONE").is_file()))
-    return sort_groups(groups), skipped
-
-
 def load_csv(path):
     """{(env, alpha): [run, ...]} from an episodes CSV (plain or gzipped)."""
     raw = path.read_bytes()
@@ -197,10 +129,6 @@ def load_csv(path):
     return sort_groups(groups)
 
 
-def sort_groups(groups):
-    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
-
-
 def export_csv(groups, path):
     """Writes every episode of every run, one row each; .gz names get a reproducible gzip."""
     out = io.StringIO()
@@ -218,31 +146,20 @@ def export_csv(groups, path):
     path.write_bytes(data)
 
 
-def load_published(path=PUBLISHED):
+def published_by_alpha():
     """{(env, alpha as float): row} of the reference's results; the first row where it has several."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
     first = {}
-    for row in rows:
+    for row in load_published():
         first.setdefault((row["env_id"], float(row["rpo_alpha"])), row)
     return first
 
 
 # ------------------------------------------------------------------------------- statistics
-def iqm(x, axis=-1):
-    """Interquartile mean, as rliable: the mean of what is left after cutting 25% off each end."""
-    return scipy.stats.trim_mean(x, 0.25, axis=axis)
-
-
 def prob_improvement(x, y, axis=-1):
     """P(X > Y) + P(X = Y) / 2 for a random run X of x and Y of y (runs along axis)."""
     x = np.moveaxis(np.asarray(x), axis, -1)[..., :, None]
     y = np.moveaxis(np.asarray(y), axis, -1)[..., None, :]
     return ((x > y) + 0.5 * (x == y)).mean(axis=(-2, -1))
-
-
-def pooled_iqm(*samples, axis=-1):
-    return iqm(np.concatenate(samples, axis=axis), axis=axis)
 
 
 def mean_of_means(*samples, axis=-1):
@@ -254,30 +171,12 @@ def mean_prob_improvement(*pairs, axis=-1):
     return np.mean([prob_improvement(x, y, axis) for x, y in zip(pairs[::2], pairs[1::2])], axis=0)
 
 
-def interval(statistic, samples, resamples=RESAMPLES):
-    """95% percentile-bootstrap interval of statistic(*samples), or None if a sample has < 2 runs.
-
-    Each sample (runs along the last axis) is resampled on its own: with one sample per
-    env this is the stratified bootstrap of Agarwal et al. A fresh generator with a fixed
-    seed for every interval keeps each one independent of what else the report computes.
-    """
-    if any(np.shape(s)[-1] < 2 for s in samples):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns of a degenerate distribution (e.g. P = 1 throughout)
-        result = scipy.stats.bootstrap(
-            samples, statistic, n_resamples=resamples, method="percentile", axis=-1, vectorized=True,
-            batch=200, rng=np.random.default_rng(BOOTSTRAP_SEED))
-    return result.confidence_interval.low, result.confidence_interval.high
-
-
-def score_range(env):
-    return DM_CONTROL_RANGE if env.startswith("dm_control/") else SCORE_RANGES.get(env)
-
-
-def normalized(env, returns):
-    low, high, _ = score_range(env)
-    return (np.asarray(returns, dtype=np.float64) - low) / (high - low)
+def comparisons(alphas):
+    """Every pair of alphas as (first, second) for P(first > second): PPO (alpha 0) always second,
+    of two RPO alphas the smaller first; e.g. 0.01 > 0.5, 0.01 > PPO, 0.5 > PPO."""
+    ordered = sorted(alphas, key=float)
+    rpo, ppo = [a for a in ordered if float(a) != 0], [a for a in ordered if float(a) == 0]
+    return [(a, b) for i, a in enumerate(rpo) for b in rpo[i + 1:] + ppo[:1]]
 
 
 # ------------------------------------------------------------------------------- formatting
@@ -319,14 +218,6 @@ def seeds_text(counts):
 def markdown_table(header, rows):
     lines = [header, [":---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(row) + " |" for row in lines)
-
-
-def smoothed(values, window=LAST_EPISODES):
-    """Running mean over the last `window` episodes (fewer at the start)."""
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    end = np.arange(1, len(values) + 1)
-    start = np.maximum(0, end - window)
-    return (sums[end] - sums[start]) / (end - start)
 
 
 # ------------------------------------------------------------------------------- report sections
@@ -396,8 +287,7 @@ def statistics_section(groups, envs, alphas):
     if scored:
         rows = []
         for alpha in alphas:
-            samples = [normalized(env, [r["final"] for r in groups[env, alpha]])
-                       for env in scored if (env, alpha) in groups]
+            samples = normalized_finals(groups, alpha)  # tune.py's trial value is the IQM of these
             if not samples:
                 continue
             rows.append([alpha_header(alpha), str(len(samples)), str(sum(len(s) for s in samples)),
@@ -410,32 +300,31 @@ def statistics_section(groups, envs, alphas):
                   "envs agree.", ""]
     lines += normalization_notes(scored, unscored)
 
-    ppo = [a for a in alphas if float(a) == 0]
-    rpo = [a for a in alphas if float(a) != 0]
-    if ppo and rpo:
-        ppo = ppo[0]
-        header, rows, pairs = [""], [], {a: [] for a in rpo}
-        header += [f"P({alpha_header(a)} > PPO) [95% CI]" for a in rpo]
+    pairs = comparisons(alphas)
+    if pairs:
+        header, rows, found = [""], [], {pair: [] for pair in pairs}
+        header += [f"P({alpha_header(a)} > {'PPO' if float(b) == 0 else alpha_header(b)}) [95% CI]" for a, b in pairs]
         for env in envs:
             row = [env]
-            for alpha in rpo:
-                if (env, alpha) in groups and (env, ppo) in groups:
-                    x = np.array([r["final"] for r in groups[env, alpha]])
-                    y = np.array([r["final"] for r in groups[env, ppo]])
-                    pairs[alpha] += [x, y]
+            for a, b in pairs:
+                if (env, a) in groups and (env, b) in groups:
+                    x = np.array([r["final"] for r in groups[env, a]])
+                    y = np.array([r["final"] for r in groups[env, b]])
+                    found[a, b] += [x, y]
                     row.append(format_estimate(prob_improvement(x, y), interval(prob_improvement, (x, y))))
                 else:
                     row.append("—")
             rows.append(row)
         row = ["mean over envs"]
-        for alpha in rpo:
-            found = pairs[alpha]
-            row.append(f"{format_estimate(mean_prob_improvement(*found), interval(mean_prob_improvement, found))}"
-                       f" ({plural(len(found) // 2, 'env')})" if found else "—")
+        for pair in pairs:
+            xy = found[pair]
+            row.append(f"{format_estimate(mean_prob_improvement(*xy), interval(mean_prob_improvement, xy))}"
+                       f" ({plural(len(xy) // 2, 'env')})" if xy else "—")
         rows.append(row)
-        lines += ["Probability of improvement: the chance that a random RPO run of an env ends above a random "
-                  "PPO run of it (ties count 1/2); its mean over the envs that have both, with a stratified "
-                  "bootstrap interval (each method's runs resampled within each env):", "",
+        lines += ["Probability of improvement P(A > B): the chance that a random run of A on an env ends above a "
+                  "random run of B on it (ties count 1/2), for every two alphas of an env (PPO always B; of two RPO "
+                  "alphas, the smaller is A); its mean over the envs that have both, with a stratified bootstrap "
+                  "interval (each alpha's runs resampled within each env):", "",
                   markdown_table(header, rows), ""]
     return lines
 
@@ -443,22 +332,18 @@ def statistics_section(groups, envs, alphas):
 def normalization_notes(scored, unscored):
     lines = []
     if scored:
-        ranges = [f"{env} [{low:g}, {high:g}]: {why}" for env in scored for low, high, why in [score_range(env)]]
-        lines += ["Normalized score = (return − low) / (high − low), so that envs share one scale; [low, high]: "
-                  + "; ".join(ranges) + ".", ""]
+        ranges = [f"{env} [{low:g}, {high:g}]" for env in scored for low, high, _ in [score_range(env)]]
+        lines += ["Normalized score = (return − low) / (high − low), so that envs share one scale (`benchmark/score.py`): "
+                  "dm_control [0, 1000], the bounds of its return; Gym and MuJoCo [random play, best published "
+                  "mean], what uniformly random actions score and the best mean of the reference's 8M-step runs. "
+                  "Here: " + "; ".join(ranges) + ".", ""]
     if unscored:
         lines += ["Left out of the aggregates and the sample-efficiency curves, as they have no normalization "
-                  "range (`SCORE_RANGES` in `report.py`): " + ", ".join(unscored) + ".", ""]
+                  "range (no random-play return in `benchmark/score.py` or no published mean): " + ", ".join(unscored) + ".", ""]
     return lines
 
 
 # ------------------------------------------------------------------------------- figures
-def score_at(run, grid):
-    """The run's smoothed return at each grid step: the mean of its last 10 episodes ended by then."""
-    index = np.searchsorted(run["steps"], grid, side="right") - 1
-    return smoothed(run["returns"])[index]
-
-
 def budget_panels(groups, envs):
     """{budget label: envs} for the normalizable envs: one sample-efficiency panel each."""
     panels = defaultdict(list)
@@ -641,7 +526,7 @@ def main(argv=None):
             groups, skipped = load_run_dirs(args.source)
         else:
             groups, skipped = load_csv(args.source), []
-        published = load_published()
+        published = published_by_alpha()
         if args.export:
             export_csv(groups, args.export)
             episodes = sum(len(r["steps"]) for runs in groups.values() for r in runs)

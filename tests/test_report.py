@@ -24,6 +24,7 @@ SEEDS = sorted((ROOT.parent / "shared" / "seeds").glob("000_*.txt"))
 
 sys.path.insert(0, str(ROOT / "benchmark"))
 import report  # noqa: E402
+import score  # noqa: E402
 
 
 def run_report(*args):
@@ -178,22 +179,50 @@ def test_per_env_iqm_and_mean_by_hand(synthetic_report):
     assert rows["Hopper-v4", "PPO (α=0)"][0] == "2"
 
 
+def pendulum(r):
+    """Pendulum-v1's normalized score: random play -1241 .. best published mean -151.08 (benchmark/score.py)."""
+    return (r + 1241) / (1241 - 151.08)
+
+
 def test_aggregate_is_over_normalized_scores_by_hand(synthetic_report):
     rows = table(synthetic_report, ["", "envs", "runs"])
-    # PPO: dm_control / 1000 -> 0.1 0.2 0.3 0.4; Pendulum (r + 1241) / 1241 -> 0 0.5 0.75 0.75;
-    # Hopper-v4 has no range and is left out. IQM of the 8 pooled: middle 4 of
-    # 0 0.1 0.2 0.3 0.4 0.5 0.75 0.75 -> (0.2 + 0.3 + 0.4 + 0.5) / 4
+    # PPO: dm_control / 1000 -> 0.1 0.2 0.3 0.4; Pendulum -> 0, p(-620.5), p(-310.25) twice; Hopper-v4
+    # [17.7, 2761.77] -> two more: IQM of the 10 pooled = the middle 6 (int(2.5) = 2 cut from each end)
     envs, runs, iqm, mean = rows["PPO (α=0)"]
-    assert (envs, runs) == ("2", "8")
-    assert estimate(iqm)[0] == pytest.approx(0.35, abs=5e-4)
-    assert estimate(mean)[0] == pytest.approx((0.25 + 0.5) / 2, abs=5e-4)
-    # RPO: 0.5 0.6 0.7 0.8 and 0.5 0.75 0 1 -> pooled, sorted 0 .5 .5 .6 .7 .75 .8 1 -> middle 4
-    assert estimate(rows["RPO α=0.5"][2])[0] == pytest.approx((0.5 + 0.6 + 0.7 + 0.75) / 4, abs=1e-3)
+    assert (envs, runs) == ("3", "10")
+    ppo = sorted([0.1, 0.2, 0.3, 0.4, 0.0, pendulum(-620.5), pendulum(-310.25), pendulum(-310.25),
+                  (1000 - 17.7) / (2761.77 - 17.7), (2000 - 17.7) / (2761.77 - 17.7)])
+    assert estimate(iqm)[0] == pytest.approx(np.mean(ppo[2:8]), abs=5e-4)
+    hopper = np.mean([(1000 - 17.7) / (2761.77 - 17.7), (2000 - 17.7) / (2761.77 - 17.7)])
+    pend = np.mean([0.0, pendulum(-620.5), pendulum(-310.25), pendulum(-310.25)])
+    assert estimate(mean)[0] == pytest.approx((0.25 + pend + hopper) / 3, abs=5e-4)
+    # RPO: 0.5 0.6 0.7 0.8 and p(-620.5) p(-310.25) 0 p(0) -> pooled, the middle 4
+    rpo = sorted([0.5, 0.6, 0.7, 0.8, pendulum(-620.5), pendulum(-310.25), 0.0, pendulum(0.0)])
+    assert estimate(rows["RPO α=0.5"][2])[0] == pytest.approx(np.mean(rpo[2:6]), abs=1e-3)
     for cell in rows["PPO (α=0)"][2:] + rows["RPO α=0.5"][2:]:
         point, low, high = estimate(cell)
         assert low <= point <= high
-    assert "Left out of the aggregates" in synthetic_report and "Hopper-v4." in synthetic_report
-    assert "Pendulum-v1 [-1241, 0]" in synthetic_report and f"{SWINGUP} [0, 1000]" in synthetic_report
+    assert "Pendulum-v1 [-1241, -151.08]" in synthetic_report and f"{SWINGUP} [0, 1000]" in synthetic_report
+    assert "Hopper-v4 [17.7, 2761.77]" in synthetic_report and "Left out" not in synthetic_report
+
+
+def test_an_env_without_a_range_is_left_out_of_the_aggregates(tmp_path):
+    write_csv(tmp_path / "e.csv", {("MountainCarContinuous-v0", "0", s): [50.0] * 10 for s in (1, 2)})
+    assert run_report(tmp_path / "e.csv", "--out", tmp_path / "r").returncode == 0
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert "Left out of the aggregates" in md and "MountainCarContinuous-v0." in md
+
+
+def test_score_ranges_follow_one_rule():
+    # dm_control: the bounds of its return; Gym/MuJoCo: random play .. the best published mean (any table, any alpha)
+    assert score.score_range("dm_control/cartpole-balance-v0")[:2] == (0.0, 1000.0)
+    assert score.score_range("Pendulum-v1")[:2] == (-1241.0, -151.08)
+    assert score.score_range("Reacher-v4")[:2] == (-43.4, -3.93)  # RPO alpha=0.01; alpha=0.5 scored -66.35
+    assert score.score_range("InvertedDoublePendulum-v4")[:2] == (59.1, 5644.0)  # PPO of the alpha=0.5 table
+    assert score.score_range("MountainCarContinuous-v0") is None  # not published
+    assert score.score_range("Pusher-v4") is None  # no random play: gymnasium 1.x makes it only with mujoco < 3
+    # the table's random play is what random_play measures (Reacher: 100 episodes of 50 steps)
+    assert score.random_play("Reacher-v4") == score.RANDOM_PLAY["Reacher-v4"] == -43.4
 
 
 def test_probability_of_improvement_in_the_report(synthetic_report):
@@ -206,6 +235,34 @@ def test_probability_of_improvement_in_the_report(synthetic_report):
     point = estimate(rows["mean over envs"][0])[0]
     assert point == pytest.approx((1 + 9 / 16) / 2, abs=0.005)
     assert rows["mean over envs"][0].endswith("(2 envs)")
+
+
+def test_three_alphas_compare_every_pair_beside_the_published_ones(tmp_path):
+    # Reacher-v4 at PPO, 0.01 and 0.5, three seeds each: 0.01 above everything, 0.5 below everything
+    runs = {}
+    for alpha, finals in (("0", [-6.0, -5.0, -4.0]), ("0.01", [-3.5, -3.0, -2.5]), ("0.5", [-70.0, -60.0, -5.0])):
+        for seed, value in enumerate(finals, start=1):
+            runs["Reacher-v4", alpha, seed] = [value] * 10
+    write_csv(tmp_path / "e.csv", runs)
+    result = run_report(tmp_path / "e.csv", "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert table(md, [""]) == {"Reacher-v4": ["-5.00 ± 0.82", "-3.00 ± 0.41", "-45.00 ± 28.58"]}
+    assert next(line for line in md.splitlines() if line.startswith("|  | PPO")) == \
+        "|  | PPO (α=0) | RPO α=0.01 | RPO α=0.5 |"
+    # published beside each alpha: PPO's first row (the alpha=0.01 table), then each RPO table's
+    assert table(md, ["", "ours: steps, seeds"])["Reacher-v4"] == [
+        "2k steps, 3 seeds", "-5.00 ± 0.82", "-4.65 ± 0.96", "-3.00 ± 0.41", "-3.93 ± 0.19", "-45.00 ± 28.58",
+        "-66.35 ± 0.66"]
+    # every pair: the smaller RPO alpha first, PPO always second
+    header = ["", "P(RPO α=0.01 > RPO α=0.5) [95% CI]", "P(RPO α=0.01 > PPO) [95% CI]", "P(RPO α=0.5 > PPO) [95% CI]"]
+    rows = table(md, header)
+    # 0.01's -3.5, -3, -2.5 beat each of 0.5's -70, -60, -5 and PPO's -6, -5, -4; 0.5's -5 beats -6 and ties -5
+    assert [estimate(cell)[0] for cell in rows["Reacher-v4"]] == [1.0, 1.0, pytest.approx(1 / 9 + 0.5 / 9, abs=0.005)]
+    assert rows["mean over envs"][0].endswith("(1 env)")
+    # the aggregate per alpha, on Reacher's range [-43.4, -3.93]
+    agg = table(md, ["", "envs", "runs"])
+    assert estimate(agg["RPO α=0.01"][2])[0] == pytest.approx((-3.0 + 43.4) / (43.4 - 3.93), abs=5e-4)
 
 
 def test_published_column_beside_ours(synthetic_report):
