@@ -148,8 +148,9 @@ def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
             env = gym.make(env_id, **({"render_mode": "rgb_array"} if capture_video and idx == 0 else {}))
             if capture_video and idx == 0:
                 env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
-        except gym.error.Error as e:  # unknown id, missing simulator or video writer, ...
-            raise UserError(f"cannot make environment {env_id!r}: {e}") from None
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing simulator or video writer, Pusher-v4 on mujoco 3, ...
+            hint = " (the published simulator: pip install -e '.[mujoco-published]' in a venv of its own)" if "mujoco<3" in str(e) else ""
+            raise UserError(f"cannot make environment {env_id!r}: {e}{hint}") from None
         space = env.action_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             kind = f"actions of shape {space.shape}" if isinstance(space, gym.spaces.Box) else f"a {type(space).__name__} action space"

@@ -44,3 +44,15 @@ def test_trains_on_the_published_simulator(published_python, tmp_path):
     [(_, published_return)], [(_, ours_return)] = logged["charts/episodic_return"], ours["charts/episodic_return"]
     assert published_return != ours_return
     assert abs(published_return - ours_return) < 0.5 * abs(ours_return) + 50  # the same policy, a nearby trajectory
+
+
+def test_pusher_v4_trains_on_the_published_simulator(published_python, tmp_path):
+    """Pusher-v4, which gymnasium refuses on mujoco 3, trains here: 100-step episodes, every one logged."""
+    cwd = str(tmp_path)
+    proc = subprocess.run([published_python, TRAINER, "--env-id", "Pusher-v4", "--total-timesteps", "1024", *FAST],
+                          cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = run_dirs(cwd)
+    logged = scalars(run)
+    assert [v for _, v in logged["charts/episodic_length"]] == [100.0] * 10
+    assert all(v < 0 for _, v in logged["charts/episodic_return"])  # Pusher's reward is a cost

@@ -206,3 +206,12 @@ def test_interrupted_run_keeps_its_log(workdir):
     [run] = run_dirs(workdir)
     logged = scalars(run)["losses/value_loss"]
     assert len(logged) >= 2 and [s for s, _ in logged] == [512 * (i + 1) for i in range(len(logged))]
+
+
+def test_pusher_v4_on_mujoco_3_points_to_the_published_simulator(workdir):
+    """gymnasium refuses Pusher-v4 on mujoco 3 with an ImportError: one line that says where it runs, no traceback."""
+    proc = run_trainer(workdir, "--env-id", "Pusher-v4", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "error: cannot make environment 'Pusher-v4'" in line and "mujoco<3" in line
+    assert line.endswith("(the published simulator: pip install -e '.[mujoco-published]' in a venv of its own)")
