@@ -17,15 +17,17 @@ against the Agent every iteration, and steps aside or stops the run when it cann
 """
 
 import ctypes.util
+import io
 import math
 import os
 import pickle
 import random
 import signal
 import sys
+import threading
 import time
 import warnings
-from contextlib import closing
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -373,7 +375,10 @@ def train(args, checkpoint=None):
     agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    global_step, start_iteration = restore(checkpoint, args.env_id, envs, agent, optimizer, base_lrs, rollout_rng) if checkpoint else (0, 1)
+    next_obs, _ = envs.reset(seed=args.seed)
+    global_step, start_iteration = 0, 1
+    if checkpoint:  # the envs, their last observation and the normalizers as they were, when their state was saved
+        global_step, start_iteration, next_obs = restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng)
     log = Logger(args, run_name, global_step, resumed=checkpoint is not None)
     act = RolloutActor(agent)
 
@@ -383,9 +388,11 @@ def train(args, checkpoint=None):
     actions = np.zeros((T, N) + act_shape, dtype=np.float32)
     rewards = np.zeros((T, N), dtype=np.float32)
     dones = np.zeros((T, N), dtype=np.float32)
-    next_obs, _ = envs.reset(seed=args.seed + global_step)
 
     with closing(envs), closing(log):
+        # What a checkpoint holds besides the weights: the run as of the end of the last finished iteration,
+        # taken once per iteration, so that a stop in the middle of a rollout saves the state before it
+        point = resume_point(envs, next_obs, global_step, start_iteration - 1, rollout_rng) if args.save_model else None
         with StopRequest() as stop:
             for iteration in range(start_iteration, args.num_iterations + 1):
                 if args.anneal_lr:  # each parameter group's rate, annealed linearly to 0
@@ -398,7 +405,7 @@ def train(args, checkpoint=None):
                 noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
                 for step in range(T):
                     if stop.signum is not None:
-                        break  # the partial rollout is not trained on (the normalizers keep what they saw of it)
+                        break  # the partial rollout is not trained on, and the checkpoint is of the state before it
                     obs[step] = next_obs
                     actions[step] = act(next_obs, noise[step])
                     next_obs, reward, terminations, truncations, infos = envs.step(actions[step])
@@ -430,11 +437,14 @@ def train(args, checkpoint=None):
                 stats["explained_variance"] = np.nan if var_y == 0 else 1 - np.var(returns.reshape(-1) - values) / var_y
                 log.iteration(global_step, optimizer.param_groups[0]["lr"], stats, action_std)
 
-                if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
-                    save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng)
+                if args.save_model:
+                    point = resume_point(envs, next_obs, global_step, iteration, rollout_rng)
+                    if iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations:
+                        log.flush()  # a checkpoint's logs are on disk before it: a kill -9 after it loses none
+                        save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
                 if stop.signum is not None:  # arrived during the update: this iteration is complete
                     break
-        return finish(args, run_name, log, agent, optimizer, envs, global_step, rollout_rng, stop)
+        return finish(args, run_name, log, agent, optimizer, envs, global_step, point, stop)
 
 
 # =============================================================================================
@@ -532,8 +542,8 @@ class Logger:
     """TensorBoard (and W&B with --track), the progress bar on a terminal, and the reference's printed lines."""
 
     def __init__(self, args, run_name, global_step, resumed):
-        self.args = args
-        self.model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        self.args, self.log_dir = args, f"runs/{run_name}"
+        self.model_path = f"{self.log_dir}/{args.exp_name}.cleanrl_model"
         if args.track:
             try:
                 import wandb
@@ -544,7 +554,9 @@ class Logger:
                        config=vars(args), name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True)
         # On resume, purge_step makes TensorBoard drop what the interrupted run logged after its checkpoint.
         # max_queue: with the default of 10, each add_scalar waits on the writer thread (~50 us instead of ~6 us)
-        self.writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed else None, max_queue=1000)
+        self.excepthook, threading.excepthook = threading.excepthook, self.quiet_writer_thread
+        with self.faults():
+            self.writer = SummaryWriter(self.log_dir, purge_step=global_step + 1 if resumed else None, max_queue=1000)
         if not resumed:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
                 "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])))
@@ -557,36 +569,57 @@ class Logger:
         for i in np.flatnonzero(final_info.get("_episode", [])):
             self.last_return = float(final_info["episode"]["r"][i])
             self.progress.write(f"global_step={global_step}, episodic_return={self.last_return}")
-            self.writer.add_scalar("charts/episodic_return", self.last_return, global_step)
-            self.writer.add_scalar("charts/episodic_length", int(final_info["episode"]["l"][i]), global_step)
+            with self.faults():
+                self.writer.add_scalar("charts/episodic_return", self.last_return, global_step)
+                self.writer.add_scalar("charts/episodic_length", int(final_info["episode"]["l"][i]), global_step)
 
     def iteration(self, global_step, learning_rate, stats, action_std):
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int((global_step - self.start_step) / (time.time() - self.start_time))
-        self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-        for name, value in stats.items():  # every number `update` returns: a new metric is one line there
-            self.writer.add_scalar(f"losses/{name}", value, global_step)
-        self.writer.add_scalar("charts/action_std", action_std, global_step)
-        self.writer.add_scalar("charts/SPS", sps, global_step)
+        with self.faults():
+            self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
+            for name, value in stats.items():  # every number `update` returns: a new metric is one line there
+                self.writer.add_scalar(f"losses/{name}", value, global_step)
+            self.writer.add_scalar("charts/action_std", action_std, global_step)
+            self.writer.add_scalar("charts/SPS", sps, global_step)
         if self.progress.disable:
             print("SPS:", sps)
         self.progress.update(global_step - self.progress.n)
         self.progress.set_postfix(episodic_return=self.last_return, refresh=False)
 
+    def flush(self):
+        with self.faults():
+            self.writer.flush()
+
     def close(self):
         self.progress.close()
-        self.writer.close()
+        with self.faults():
+            self.writer.close()
+        threading.excepthook = self.excepthook
         if self.args.track:
             self.wandb.finish()
 
+    @contextmanager
+    def faults(self):
+        """A log that cannot be written (full disk, read-only folder) stops the run with one line: the OS's reason."""
+        try:
+            yield
+        except OSError as e:
+            raise UserError(f"cannot write the run's logs to {e.filename or self.log_dir}: {e.strerror or e}") from None
 
-def finish(args, run_name, log, agent, optimizer, envs, global_step, rollout_rng, stop):
+    def quiet_writer_thread(self, hook_args):
+        # TensorBoard's writer thread keeps its error for our next call to raise (see `faults`); its traceback would
+        # be a second report of it
+        if not (issubclass(hook_args.exc_type, OSError) and type(hook_args.thread).__module__.startswith("tensorboard.")):
+            self.excepthook(hook_args)
+
+
+def finish(args, run_name, log, agent, optimizer, envs, global_step, point, stop):
     """After the loop: a checkpoint of the last finished iteration if stopped by a signal, else the evaluation."""
     if stop.signum is not None:
         hint = ""
         if args.save_model:
-            iteration = global_step // args.batch_size
-            save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng)
+            save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
             hint = f"; continue with --resume {log.model_path}"
         print(f"{signal.Signals(stop.signum).name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
         return 128 + stop.signum
@@ -619,28 +652,18 @@ class StopRequest:
 
 # Checkpoints: everything needed to act (weights + observation normalizer) and to continue.
 # Plain tensors and Python values only, so torch.load(..., weights_only=True) opens them.
-CHECKPOINT_FORMAT = "rpo_continuous_action/2"
+CHECKPOINT_FORMAT = "rpo_continuous_action/3"
+RESUMABLE_FORMATS = (CHECKPOINT_FORMAT, "rpo_continuous_action/2")  # 2 did not hold the envs' state
 
 
-def _rms_state(rms):
-    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
-
-
-def _load_rms(rms, state):
-    rms.mean, rms.var, rms.count = state["mean"].numpy().copy(), state["var"].numpy().copy(), state["count"]
-
-
-def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, iteration, rollout_rng):
+def resume_point(envs, next_obs, global_step, iteration, rollout_rng):
+    """All that changes from one iteration to the next besides the weights and the optimizer, as plain values."""
     np_state = np.random.get_state()
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT, "args": asdict(args), "run_name": run_name,
+    return {
         "global_step": global_step, "iteration": iteration,
-        "obs_shape": list(envs.single_observation_space.shape), "action_shape": list(envs.single_action_space.shape),
-        "action_low": torch.as_tensor(envs.single_action_space.low),
-        "action_high": torch.as_tensor(envs.single_action_space.high),
-        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
         "obs_rms": _rms_state(envs.obs_rms), "return_rms": _rms_state(envs.return_rms),
-        "discounted_reward": torch.as_tensor(envs.discounted_reward),
+        "discounted_reward": torch.tensor(envs.discounted_reward), "next_obs": torch.tensor(next_obs),
+        "envs": [take_env_state(env) for env in envs.env.envs],
         "rng": {
             "python": random.getstate(),
             "numpy": (np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]),
@@ -649,13 +672,39 @@ def save_checkpoint(path, args, run_name, agent, optimizer, envs, global_step, i
             "rollout": rollout_rng.bit_generator.state,
         },
     }
-    # Write aside, then rename: a kill during the write leaves the previous checkpoint intact.
+
+
+def _rms_state(rms):
+    return {"mean": torch.tensor(rms.mean), "var": torch.tensor(rms.var), "count": float(rms.count)}
+
+
+def _load_rms(rms, state):
+    rms.mean, rms.var, rms.count = state["mean"].numpy().copy(), state["var"].numpy().copy(), state["count"]
+
+
+def save_checkpoint(path, args, run_name, agent, optimizer, envs, point):
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT, "args": asdict(args), "run_name": run_name,
+        "obs_shape": list(envs.single_observation_space.shape), "action_shape": list(envs.single_action_space.shape),
+        "action_low": torch.as_tensor(envs.single_action_space.low),
+        "action_high": torch.as_tensor(envs.single_action_space.high),
+        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), **point,
+    }
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)  # in memory first: a failed write is then the OS's error, not torch's
+    # Write aside, then rename: a kill or a full disk during the write leaves the previous checkpoint whole.
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with suppress(OSError):
+            os.remove(tmp)
+        raise UserError(f"cannot write the checkpoint {path}: {e.strerror or e}; the run stops here "
+                        f"(the previous checkpoint, if any, is whole)") from None
 
 
 def load_checkpoint(path):
@@ -673,15 +722,16 @@ def load_checkpoint(path):
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {reason[:120]})") from None
     if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("rpo_continuous_action/"):
         raise UserError(f"{path} is not a checkpoint of rpo_continuous_action.py")
-    if checkpoint["format"] != CHECKPOINT_FORMAT:
+    if checkpoint["format"] not in RESUMABLE_FORMATS:
         raise UserError(f"{path} was saved by an older version of this script ({checkpoint['format']}, per-env "
-                        f"normalizers and a flat optimizer state); this one reads {CHECKPOINT_FORMAT}")
+                        f"normalizers and a flat optimizer state); this one reads {' and '.join(RESUMABLE_FORMATS)}")
     return checkpoint
 
 
-def restore(checkpoint, env_id, envs, agent, optimizer, base_lrs, rollout_rng):
-    """Put a saved run back: weights, optimizer, normalizers, RNGs. Returns (global_step, next iteration)."""
-    check_shapes(checkpoint, envs.single_observation_space.shape, envs.single_action_space.shape, env_id)
+def restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng):
+    """Put a saved run back: weights, optimizer, normalizers, RNGs and the envs, after their first reset.
+    Returns (global_step, next iteration, next observation)."""
+    check_shapes(checkpoint, envs.single_observation_space.shape, envs.single_action_space.shape, args.env_id)
     load_weights(agent, checkpoint)
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -699,8 +749,93 @@ def restore(checkpoint, env_id, envs, agent, optimizer, base_lrs, rollout_rng):
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     rollout_rng.bit_generator.state = rng["rollout"]
-    print(f"resuming {checkpoint['run_name']} at global_step={checkpoint['global_step']}")
-    return checkpoint["global_step"], checkpoint["iteration"] + 1
+    global_step = checkpoint["global_step"]
+    print(f"resuming {checkpoint['run_name']} at global_step={global_step}")
+    saved = checkpoint.get("envs") or [None]
+    if None in saved:  # Box2D, your own env, or a checkpoint of format 2
+        why = "its checkpoint holds no state of the envs" if "envs" not in checkpoint else f"this script cannot take the state of {args.env_id}"
+        print(f"note: the episodes in flight restart from a reset ({why})", file=sys.stderr)
+        next_obs, _ = envs.reset(seed=args.seed + global_step)
+    else:
+        for env, state in zip(envs.env.envs, saved):
+            put_env_state(env, state)
+        next_obs = checkpoint["next_obs"].numpy().copy()
+    return global_step, checkpoint["iteration"] + 1, next_obs
+
+
+# Exact resume needs what each sub-env's next steps depend on beyond its last observation: its simulator, random
+# generator and counters. Three families give it whole: gymnasium's MuJoCo envs, dm_control's suite (through shimmy)
+# and classic control. Any other env (Box2D, your own) restarts its episodes from a reset on --resume.
+def _env_parts(env):
+    """([(object, attribute)], MuJoCo's (model, data) or None) of one sub-env; None if its state is out of reach."""
+    layers = [env]
+    while isinstance(layers[-1], gym.Wrapper):
+        layers.append(layers[-1].env)
+    u = layers[-1]
+    attributes = [(w, "_elapsed_steps") for w in layers if isinstance(w, gym.wrappers.TimeLimit)]
+    attributes += [(w, name) for w in layers if isinstance(w, gym.wrappers.RecordEpisodeStatistics)
+                   for name in ("episode_returns", "episode_lengths")]
+    family = type(u).__module__
+    if family.startswith("gymnasium.envs.classic_control"):
+        return attributes + [(u, "state")], None
+    if family.startswith("gymnasium.envs.mujoco"):
+        return attributes, (u.model, u.data)
+    if family.startswith("shimmy.dm_control") and type(u._env).__module__ == "dm_control.rl.control":
+        physics = u._env.physics  # dm_control counts the steps of its own time limit
+        return attributes + [(u._env, "_step_count"), (u._env, "_reset_next_step")], (physics.model.ptr, physics.data.ptr)
+    return None
+
+
+def take_env_state(env):
+    parts = _env_parts(env)
+    if parts is None:
+        return None
+    attributes, sim = parts
+    rng = env.unwrapped.np_random  # a Generator; dm_control's task keeps a RandomState
+    state = {"rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng.get_state(legacy=False),
+             "attributes": [getattr(obj, name) for obj, name in attributes]}
+    if sim:
+        import mujoco
+        model, data = sim
+        integration = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
+        # dm_control's reacher, finger, fish, swimmer and stacker move their targets in the model each episode
+        state["mujoco"] = [integration, data.xpos, data.xipos, model.body_pos, model.geom_pos, model.site_pos]
+    return _plain(state)
+
+
+def put_env_state(env, state):
+    attributes, sim = _env_parts(env)
+    state = _numpy(state)
+    rng = env.unwrapped.np_random
+    if isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = state["rng"]
+    else:
+        rng.set_state(state["rng"])
+    for (obj, name), value in zip(attributes, state["attributes"]):
+        setattr(obj, name, value)
+    if sim:
+        import mujoco
+        model, data = sim
+        integration, xpos, xipos, model.body_pos, model.geom_pos, model.site_pos = state["mujoco"]
+        mujoco.mj_setState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(model, data)  # dm_control's step starts from the quantities derived from the state
+        # mj_step leaves the body positions of its last substep's start, which gymnasium's Ant, Humanoid, Reacher
+        # and Pusher read before stepping
+        data.xpos, data.xipos = xpos, xipos
+
+
+def _plain(x):
+    """numpy arrays and numbers as tensors and Python numbers (copies), for weights_only."""
+    if isinstance(x, (dict, list, tuple)):
+        return {k: _plain(v) for k, v in x.items()} if isinstance(x, dict) else [_plain(v) for v in x]
+    return torch.tensor(x) if isinstance(x, np.ndarray) else x.item() if isinstance(x, np.generic) else x
+
+
+def _numpy(x):
+    if isinstance(x, (dict, list)):
+        return {k: _numpy(v) for k, v in x.items()} if isinstance(x, dict) else [_numpy(v) for v in x]
+    return x.numpy().copy() if isinstance(x, torch.Tensor) else x
 
 
 def check_shapes(checkpoint, obs_shape, action_shape, env_id):

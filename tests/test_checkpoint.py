@@ -115,26 +115,26 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues_the_curves(workdir):
     assert torch.load(path, weights_only=True)["global_step"] == 8192
 
 
-def test_checkpoint_is_replaced_atomically(small_checkpoint, tmp_path, monkeypatch):
+def test_checkpoint_is_replaced_atomically(small_checkpoint, tmp_path):
     target = tmp_path / "model.cleanrl_model"
     target.write_bytes(open(small_checkpoint, "rb").read())
     before = target.read_bytes()
-
-    def broken_save(obj, f):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
+    # the file written aside is /dev/full: every write fails with the OS's own ENOSPC, as on a full disk
+    os.symlink("/dev/full", f"{target}.tmp")
 
     checkpoint = rpo.load_checkpoint(small_checkpoint)
     args, _ = rpo.parse_args(["--env-id", "InvertedPendulum-v4"])
     envs = rpo.make_envs(args, "atomic")
+    next_obs, _ = envs.reset(seed=1)
     agent = rpo.agent_from_checkpoint(checkpoint)
     optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5)
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
-        rpo.save_checkpoint(str(target), args, "atomic", agent, optimizer, envs, 0, 0, np.random.default_rng())
+    point = rpo.resume_point(envs, next_obs, 0, 0, np.random.default_rng())
+    with pytest.raises(rpo.UserError, match=f"cannot write the checkpoint {target}: No space left on device"):
+        rpo.save_checkpoint(str(target), args, "atomic", agent, optimizer, envs, point)
     envs.close()
     assert target.read_bytes() == before
     assert rpo.load_checkpoint(str(target))["global_step"] == 512
+    assert sorted(os.listdir(tmp_path)) == ["model.cleanrl_model"]  # no .tmp left behind
 
 
 class Exploit:

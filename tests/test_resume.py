@@ -1,0 +1,125 @@
+"""A run survives its machine: stopped or killed and resumed, it logs what the uninterrupted run logs, bit for bit;
+a checkpoint or log that cannot be written stops it with one line and loses nothing."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import TRAINER, clean_env, run_dirs, run_trainer, scalars
+
+TINY = ["--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1", "--save-model", "--eval-episodes", "0"]
+
+# The trainer as its own process, sending itself a signal just before the vector env's `at`-th step (counted from the
+# start of this process): a stop that arrives at a known step of a rollout, through the real signal handler.
+SIGNAL_AT_STEP = """
+import os, runpy, signal, sys
+import gymnasium as gym
+at, signum, calls = int(sys.argv[1]), int(sys.argv[2]), [0]
+step = gym.vector.SyncVectorEnv.step
+def step_and_signal(self, actions):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signum)
+    return step(self, actions)
+gym.vector.SyncVectorEnv.step = step_and_signal
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def interrupted(cwd, at_step, signum, *flags):
+    return subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP, str(at_step), str(int(signum)), TRAINER, *flags],
+                          cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=600)
+
+
+def logged(cwd):
+    [run] = run_dirs(cwd)
+    return {tag: values for tag, values in scalars(run).items() if tag != "charts/SPS"}, run
+
+
+def final_checkpoint(run):
+    return torch.load(os.path.join(run, "rpo_continuous_action.cleanrl_model"), weights_only=True)
+
+
+def assert_same_run(straight_dir, resumed_dir):
+    straight, straight_run = logged(straight_dir)
+    resumed, resumed_run = logged(resumed_dir)
+    assert sorted(straight) == sorted(resumed)
+    for tag in straight:
+        assert resumed[tag] == straight[tag], tag  # every (step, value), float32 bit for bit
+    a, b = final_checkpoint(straight_run), final_checkpoint(resumed_run)
+    assert a["global_step"] == b["global_step"]
+    for name, tensor in a["agent"].items():
+        assert torch.equal(tensor, b["agent"][name]), name
+    assert torch.equal(a["obs_rms"]["mean"], b["obs_rms"]["mean"]) and torch.equal(a["next_obs"], b["next_obs"])
+
+
+def resume(cwd):
+    [run] = run_dirs(cwd)
+    path = os.path.relpath(os.path.join(run, "rpo_continuous_action.cleanrl_model"), cwd)
+    return run_trainer(cwd, "--resume", path)
+
+
+@pytest.fixture(scope="module")
+def straight_runs(tmp_path_factory):
+    """The uninterrupted runs, made once per env and number of envs."""
+    made = {}
+
+    def straight(env_id, num_envs, iterations):
+        key = (env_id, num_envs, iterations)
+        if key not in made:
+            made[key] = str(tmp_path_factory.mktemp("straight"))
+            run_trainer(made[key], *flags(env_id, num_envs, iterations))
+        return made[key]
+
+    return straight
+
+
+def flags(env_id, num_envs, iterations):
+    return ["--env-id", env_id, "--num-envs", str(num_envs), "--total-timesteps", str(64 * num_envs * iterations), *TINY]
+
+
+FAMILIES = ["Pendulum-v1", "Hopper-v4", "dm_control/cartpole-swingup-v0"]
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_sigterm_mid_rollout_then_resume_is_the_same_run(tmp_path, straight_runs, env_id, num_envs):
+    iterations = 6
+    # the stop arrives at step 40 of the 4th rollout's 64: the checkpoint is of the end of the 3rd iteration
+    stop = interrupted(str(tmp_path), 3 * 64 + 40, signal.SIGTERM, *flags(env_id, num_envs, iterations))
+    assert stop.returncode == 128 + signal.SIGTERM, stop.stderr
+    assert f"stopped at global_step={3 * 64 * num_envs}" in stop.stderr
+    proc = resume(str(tmp_path))
+    assert "note:" not in proc.stderr
+    assert_same_run(straight_runs(env_id, num_envs, iterations), str(tmp_path))
+
+
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_kill_9_after_a_checkpoint_then_resume_is_the_same_run(tmp_path, straight_runs, env_id):
+    iterations = 6
+    # checkpoints every 2 iterations; killed in the 4th rollout, after its 3rd iteration's logs were written
+    kill = interrupted(str(tmp_path), 3 * 64 + 10, signal.SIGKILL, *flags(env_id, 1, iterations), "--checkpoint-interval", "2")
+    assert kill.returncode == -signal.SIGKILL
+    assert torch.load(os.path.join(logged(str(tmp_path))[1], "rpo_continuous_action.cleanrl_model"),
+                      weights_only=True)["global_step"] == 2 * 64
+    resume(str(tmp_path))
+    assert_same_run(straight_runs(env_id, 1, iterations), str(tmp_path))
+
+
+def test_hopper_interrupted_twice_ends_with_the_same_weights(tmp_path, straight_runs):
+    iterations = 20
+    stop = interrupted(str(tmp_path), 5 * 64 + 17, signal.SIGTERM, *flags("Hopper-v4", 1, iterations))
+    assert stop.returncode == 128 + signal.SIGTERM, stop.stderr
+    [run] = run_dirs(str(tmp_path))
+    path = os.path.relpath(os.path.join(run, "rpo_continuous_action.cleanrl_model"), str(tmp_path))
+    # the resumed process counts its steps from 0: 8 more iterations, then SIGINT in the next rollout
+    stop = interrupted(str(tmp_path), 8 * 64 + 50, signal.SIGINT, "--resume", path)
+    assert stop.returncode == 128 + signal.SIGINT, stop.stderr
+    assert "stopped at global_step=832" in stop.stderr
+    resume(str(tmp_path))
+    assert_same_run(straight_runs("Hopper-v4", 1, iterations), str(tmp_path))
