@@ -787,8 +787,7 @@ def _env_parts(env):
 
 
 def take_env_state(env):
-    parts = _env_parts(env)
-    if parts is None:
+    if (parts := _env_parts(env)) is None:
         return None
     attributes, sim = parts
     rng = env.unwrapped.np_random  # a Generator; dm_control's task keeps a RandomState
@@ -796,18 +795,16 @@ def take_env_state(env):
              "attributes": [getattr(obj, name) for obj, name in attributes]}
     if sim:
         import mujoco
-        model, data = sim
-        integration = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        (model, data), integration = sim, np.empty(mujoco.mj_stateSize(sim[0], mujoco.mjtState.mjSTATE_INTEGRATION))
         mujoco.mj_getState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
         # dm_control's reacher, finger, fish, swimmer and stacker move their targets in the model each episode
         state["mujoco"] = [integration, data.xpos, data.xipos, model.body_pos, model.geom_pos, model.site_pos]
-    return _plain(state)
+    return _map(state, lambda x: torch.tensor(x) if isinstance(x, np.ndarray) else x.item() if isinstance(x, np.generic) else x)
 
 
 def put_env_state(env, state):
-    attributes, sim = _env_parts(env)
-    state = _numpy(state)
-    rng = env.unwrapped.np_random
+    (attributes, sim), rng = _env_parts(env), env.unwrapped.np_random
+    state = _map(state, lambda x: x.numpy().copy() if isinstance(x, torch.Tensor) else x)
     if isinstance(rng, np.random.Generator):
         rng.bit_generator.state = state["rng"]
     else:
@@ -816,26 +813,18 @@ def put_env_state(env, state):
         setattr(obj, name, value)
     if sim:
         import mujoco
-        model, data = sim
-        integration, xpos, xipos, model.body_pos, model.geom_pos, model.site_pos = state["mujoco"]
+        (model, data), (integration, xpos, xipos, model.body_pos, model.geom_pos, model.site_pos) = sim, state["mujoco"]
         mujoco.mj_setState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(model, data)  # dm_control's step starts from the quantities derived from the state
-        # mj_step leaves the body positions of its last substep's start, which gymnasium's Ant, Humanoid, Reacher
-        # and Pusher read before stepping
+        # mj_step leaves the body positions of its last substep's start: gymnasium's Ant, Humanoid, Reacher and Pusher
+        # read them before stepping
         data.xpos, data.xipos = xpos, xipos
 
 
-def _plain(x):
-    """numpy arrays and numbers as tensors and Python numbers (copies), for weights_only."""
-    if isinstance(x, (dict, list, tuple)):
-        return {k: _plain(v) for k, v in x.items()} if isinstance(x, dict) else [_plain(v) for v in x]
-    return torch.tensor(x) if isinstance(x, np.ndarray) else x.item() if isinstance(x, np.generic) else x
-
-
-def _numpy(x):
-    if isinstance(x, (dict, list)):
-        return {k: _numpy(v) for k, v in x.items()} if isinstance(x, dict) else [_numpy(v) for v in x]
-    return x.numpy().copy() if isinstance(x, torch.Tensor) else x
+def _map(x, leaf):
+    if isinstance(x, dict):
+        return {k: _map(v, leaf) for k, v in x.items()}
+    return [_map(v, leaf) for v in x] if isinstance(x, (list, tuple)) else leaf(x)
 
 
 def check_shapes(checkpoint, obs_shape, action_shape, env_id):
@@ -960,8 +949,9 @@ def main(argv=None):
         evaluate(agent_from_checkpoint(checkpoint), checkpoint["obs_rms"], args, checkpoint["run_name"],
                  args.eval_episodes, args.seed, checkpoint=checkpoint)
         return 0
-    except UserError as e:
-        print(f"{os.path.basename(sys.argv[0] or 'rpo_continuous_action.py')}: error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:  # OSError: a file the run needs (a video folder, ...) that the machine refused
+        message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else e
+        print(f"{os.path.basename(sys.argv[0] or 'rpo_continuous_action.py')}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

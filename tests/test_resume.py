@@ -1,6 +1,7 @@
 """A run survives its machine: stopped or killed and resumed, it logs what the uninterrupted run logs, bit for bit;
 a checkpoint or log that cannot be written stops it with one line and loses nothing."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,3 +124,58 @@ def test_hopper_interrupted_twice_ends_with_the_same_weights(tmp_path, straight_
     assert "stopped at global_step=832" in stop.stderr
     resume(str(tmp_path))
     assert_same_run(straight_runs("Hopper-v4", 1, iterations), str(tmp_path))
+
+
+# Faults of the machine, made real: the trainer runs in a folder that is a filesystem of its own (a tmpfs in a user
+# namespace), full or read-only. What it wrote there is copied to `out` before the namespace goes.
+def own_filesystem_works():
+    return shutil.which("unshare") and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+needs_own_filesystem = pytest.mark.skipif(not own_filesystem_works(), reason="needs `unshare -rm` (user namespaces)")
+
+
+def in_own_filesystem(tmp_path, size, *flags, read_only=False):
+    fs, out = tmp_path / "fs", tmp_path / "out"
+    fs.mkdir()
+    script = (f"mount -t tmpfs -o size={size} tmpfs {fs} && {f'mount -o remount,ro {fs} && ' if read_only else ''}"
+              f'cd {fs} && "$@"; rc=$?; cp -r {fs} {out}; exit $rc')
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, TRAINER, *flags],
+                          capture_output=True, text=True, env=clean_env(), timeout=600)
+    return proc, str(out)
+
+
+def one_line(proc):
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@needs_own_filesystem
+def test_read_only_folder_is_one_line(tmp_path):
+    proc, _ = in_own_filesystem(tmp_path, "1m", "--env-id", "Pendulum-v1", "--total-timesteps", "128", *TINY, read_only=True)
+    assert one_line(proc) == "rpo_continuous_action.py: error: cannot write the run's logs to runs: Read-only file system"
+
+
+@needs_own_filesystem
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path):
+    # room for the first checkpoint (140 kB) and the logs, not for a second one written aside
+    proc, out = in_own_filesystem(tmp_path, "200k", "--env-id", "Pendulum-v1", "--total-timesteps", "640",
+                                  "--checkpoint-interval", "1", *TINY)
+    line = one_line(proc)
+    [run] = run_dirs(out)
+    path = os.path.join(run, "rpo_continuous_action.cleanrl_model")
+    assert line == (f"rpo_continuous_action.py: error: cannot write the checkpoint {os.path.relpath(path, out)}: "
+                    "No space left on device; the run stops here (the previous checkpoint, if any, is whole)")
+    assert not [f for f in os.listdir(run) if f.endswith(".tmp")]
+    assert torch.load(path, weights_only=True)["global_step"] == 64  # the first checkpoint, whole
+    assert [s for s, _ in scalars(run)["losses/loss"]][:2] == [64, 128]
+
+
+@needs_own_filesystem
+def test_full_disk_during_logging_is_one_line(tmp_path):
+    proc, _ = in_own_filesystem(tmp_path, "8k", "--env-id", "Pendulum-v1", "--total-timesteps", str(64 * 500),
+                                "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1")
+    assert re.fullmatch(r"rpo_continuous_action.py: error: cannot write the run's logs to runs/Pendulum-v1__\S+: "
+                        r"No space left on device", one_line(proc))
