@@ -96,10 +96,16 @@ def profile_training(env_id, iterations, extra):
     return args.batch_size / total, phases, args.batch_size
 
 
+def batch_size(env_id, extra):
+    """Steps per iteration with these trainer flags, as the trainer computes it (the reference's: no flags)."""
+    return rpo.parse_args(["--env-id", env_id, *extra, "--total-timesteps", str(2**40)])[0].batch_size
+
+
 def trainer_runs(env_id, iterations, copies, extra, python=sys.executable, script=None):
     """Start `copies` trainers at once; returns their steps/s (iterations 2..K) and the peak RSS in MiB."""
     script = script or os.path.abspath(rpo.__file__)
-    cmd = [python, script, "--env-id", env_id, "--total-timesteps", str(iterations * 2048), "--no-cuda", *extra]
+    batch = batch_size(env_id, extra)
+    cmd = [python, script, "--env-id", env_id, *extra, "--total-timesteps", str(iterations * batch), "--no-cuda"]
     with tempfile.TemporaryDirectory() as tmp:
         procs = [subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                  for _ in range(copies)]
@@ -109,8 +115,8 @@ def trainer_runs(env_id, iterations, copies, extra, python=sys.executable, scrip
     for out in outputs:
         sps = [int(x) for x in re.findall(r"^SPS: (\d+)", out, re.M)]
         # SPS is cumulative: steps of iterations 2..K over their time, from the first and last figures
-        first, last = 2048 / sps[0], iterations * 2048 / sps[-1]
-        rates.append((iterations - 1) * 2048 / (last - first))
+        first, last = batch / sps[0], iterations * batch / sps[-1]
+        rates.append((iterations - 1) * batch / (last - first))
     return rates, peak_mib
 
 
@@ -162,7 +168,8 @@ def main():
                 "stderr=subprocess.DEVNULL, cwd=__import__('tempfile').mkdtemp()); "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
         def peak(python, script):
-            cmd = [python, script, "--env-id", opts.env_id, "--total-timesteps", str(opts.iterations * 2048), "--no-cuda"]
+            steps = opts.iterations * batch_size(opts.env_id, [])  # a default run
+            cmd = [python, script, "--env-id", opts.env_id, "--total-timesteps", str(steps), "--no-cuda"]
             return float(subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True).stdout)
         mine = peak(sys.executable, os.path.abspath(rpo.__file__))
         line = f"peak resident memory of a run: trainer {mine:.0f} MiB"

@@ -218,6 +218,15 @@ def test_rpo_sh_submits_the_reference_experiment_sets(tmp_path):
         assert script.read_text().rstrip().endswith("-- --total-timesteps 8000000")
 
 
+def test_speed_takes_the_batch_from_the_trainer_flags():
+    sys.path.insert(0, str(ROOT / "benchmark"))
+    import speed
+
+    assert speed.batch_size(ENV, []) == 2048
+    assert speed.batch_size(ENV, ["--num-steps", "512"]) == 512
+    assert speed.batch_size(ENV, ["--num-envs", "2", "--num-steps", "256"]) == 512
+
+
 # ------------------------------------------------------------------------------- report
 def test_report_table_matches_the_event_files(tiny_sweep, tmp_path):
     out, _ = tiny_sweep

@@ -1,8 +1,9 @@
 """benchmark/tune.py: Optuna studies over the trainer's flags, locally and as Slurm workers.
 
 The studies train the real trainer on Pendulum-v1 for 2048 steps a run (eight iterations of 256
-steps). The pruning and interruption tests use a stand-in trainer (TRAINER=...) whose returns are
-set by --rpo-alpha, so that which trial is bad does not depend on chance. The Slurm test runs
+steps), launched by benchmark/sweep.sh. The pruning and interruption tests use a stand-in trainer
+(TRAINER=...) that logs episodes to TensorBoard as the trainer does, with returns set by
+--rpo-alpha, so that which trial is bad does not depend on chance. The Slurm test runs
 against a real one-node Slurm (benchmark/slurm/start_local_slurm.sh, as root) and is skipped only
 where Slurm's binaries are not installed (apt-get install -y slurm-wlm munge).
 """
@@ -26,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TUNE = ROOT / "benchmark" / "tune.py"
 ENV = "Pendulum-v1"
 TINY = ["--total-timesteps", "2048", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2"]
-# Pendulum's returns lie in about [-1600, 0]: a fixed range makes the values checkable.
-TARGET = ["--target", f"{ENV}=-1600:0"]
+# Pendulum-v1's normalized score (benchmark/score.py): random play -1241 .. the best published mean -151.08
+LOW, HIGH = -1241.0, -151.08
 PNG = b"\x89PNG\r\n\x1a\n"
 
-# A stand-in trainer: every 200 steps an episode of return -1000 * alpha; alpha >= 0.85 is slow.
+# A stand-in trainer: every 200 steps an episode of return -1000 * alpha, in TensorBoard; alpha >= 0.85 is slow.
 STUB = r'''
 import os, signal, sys, time
 argv = sys.argv[1:]
@@ -42,9 +43,15 @@ def stop(signum, frame):
     print(f"stub: got signal {signum}", flush=True)
     sys.exit(128 + signum)
 signal.signal(signal.SIGTERM, stop)
+if alpha == 0.77:
+    sys.exit("stub: this alpha breaks me")
+from torch.utils.tensorboard import SummaryWriter
+writer = SummaryWriter("runs/stub")
 for step in range(200, total + 1, 200):
     time.sleep(0.5 if alpha >= 0.85 else 0.02)
-    print(f"global_step={step}, episodic_return={-1000 * alpha}", flush=True)
+    writer.add_scalar("charts/episodic_return", -1000 * alpha, step)
+    writer.add_scalar("charts/episodic_length", 200, step)
+    writer.flush()
 '''
 
 
@@ -106,6 +113,23 @@ def wait_for(condition, what, timeout=300):
         time.sleep(0.2)
 
 
+def run_dir(out, number, alpha, seed=1):
+    """Where sweep.sh put a trial's run: DIR/trials/<number>/<env>__alpha<A>__seed<S>."""
+    return out / "trials" / str(number) / f"{ENV}__alpha{alpha}__seed{seed}"
+
+
+def normalized(final):
+    return (final - LOW) / (HIGH - LOW)
+
+
+def trainer_args(run):
+    """The flags the run's trainer was given, as its checkpoint holds them."""
+    import torch
+
+    [checkpoint] = run.rglob("*.cleanrl_model")
+    return torch.load(checkpoint, weights_only=True)["args"]
+
+
 def stub_env(tmp_path):
     stub = tmp_path / "stub_trainer.py"
     stub.write_text(STUB)
@@ -125,7 +149,7 @@ def assert_png(path):
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "study"
-    result = tune(out, "--seeds", "1", "--n-trials", "3", *TARGET)
+    result = tune(out, "--seeds", "2", "--n-trials", "3")
     assert result.returncode == 0, result.stdout + result.stderr
     return out, result
 
@@ -139,14 +163,17 @@ def test_study_writes_one_row_per_trial_with_values_from_the_runs(tiny_study):
         assert r["state"] == "COMPLETE"
         alpha = float(r["rpo_alpha"])
         assert 0.001 <= alpha <= 1
-        # the trainer got the trial's alpha, and the value is the normalized final return of its run
-        run = out / "trials" / r["number"] / f"{ENV}__seed1"
-        log = (run / "train.log").read_text()
-        assert f"--rpo-alpha {alpha!r}" in log and "--torch-threads 1" in log and "--seed 1" in log
-        assert "trainer exited with status 0" in log
-        final = final_return(run)
-        assert float(r[f"return:{ENV}"]) == pytest.approx(final, abs=0.01)
-        assert float(r["value"]) == pytest.approx((final + 1600) / 1600, abs=1e-5)
+        # sweep.sh ran seeds 1 and 2 with the trial's alpha, single-threaded, to the end
+        finals = []
+        for seed in (1, 2):
+            run = run_dir(out, r["number"], repr(alpha), seed)
+            assert (run / "DONE").is_file() and "trainer exited with status 0" in (run / "train.log").read_text()
+            args = trainer_args(run)
+            assert (args["rpo_alpha"], args["seed"], args["torch_threads"], args["eval_episodes"]) == (alpha, seed, 1, 0)
+            finals.append(final_return(run))
+        # the value: the IQM (of two runs, their mean) of the normalized final returns, read from the event files
+        assert float(r[f"return:{ENV}"]) == pytest.approx(np.mean(finals), abs=1e-4)
+        assert float(r["value"]) == pytest.approx(np.mean([normalized(f) for f in finals]), abs=1e-6)
     # one progress line per finished trial
     lines = re.findall(r"^\[(\d)/3\] trial (\d) COMPLETE value=(\S+) rpo_alpha=\S+ .*\| best: trial \d",
                        result.stdout, re.M)
@@ -158,8 +185,21 @@ def test_study_writes_one_row_per_trial_with_values_from_the_runs(tiny_study):
     md = (out / "trials.md").read_text()
     assert f"**best: trial {best['number']}, value {float(best['value']):.4g}" in md
     assert len([line for line in md.splitlines() if re.match(r"\| \d+ \| COMPLETE \|", line)]) == 3
-    assert f"{ENV} -1600..0 (--target)" in md
+    assert f"{ENV} [-1241, -151.08]" in md
     assert processes_in(out) == []
+
+
+def test_a_trials_value_is_what_report_py_prints_for_its_runs(tiny_study, tmp_path):
+    out, _ = tiny_study
+    for r in rows(out):
+        report = subprocess.run([sys.executable, str(ROOT / "benchmark" / "report.py"), str(out / "trials" / r["number"]),
+                                 "--out", str(tmp_path / r["number"])], capture_output=True, text=True)
+        assert report.returncode == 0, report.stderr
+        md = (tmp_path / r["number"] / "results.md").read_text()
+        # the aggregate table: | RPO α=<alpha> | envs | runs | IQM [95% CI] | mean [95% CI] |
+        printed = re.search(rf"^\| RPO α={re.escape(repr(float(r['rpo_alpha'])))} \| 1 \| 2 \| (-?[\d.]+) \[", md, re.M)
+        assert printed, md
+        assert printed[1] == f"{float(r['value']):.3f}"
 
 
 def test_study_draws_the_plots_it_can(tiny_study):
@@ -172,13 +212,13 @@ def test_study_draws_the_plots_it_can(tiny_study):
     assert "no param_importances.png: needs two or more searched flags" in result.stdout
 
 
-def test_rerun_with_more_trials_continues_the_study(tiny_study, tmp_path):
+def test_rerun_with_more_trials_continues_the_study_and_out_alone_rebuilds_the_tables(tiny_study, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(tiny_study[0], out)
     before = rows(out)
     old_logs = {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("train.log")}
 
-    result = tune(out, "--seeds", "1", "--n-trials", "5", *TARGET)
+    result = tune(out, "--seeds", "2", "--n-trials", "5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "running 2 of 5 trials (3 done earlier)" in result.stdout
     after = rows(out)
@@ -188,21 +228,31 @@ def test_rerun_with_more_trials_continues_the_study(tiny_study, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in old_logs} == old_logs
     assert sorted(p.name for p in (out / "trials").iterdir()) == ["0", "1", "2", "3", "4"]
 
-    again = tune(out, "--seeds", "1", "--n-trials", "5", *TARGET)
+    again = tune(out, "--seeds", "2", "--n-trials", "5")
     assert again.returncode == 0, again.stderr
     assert "has 5 trials (--n-trials 5); nothing to run" in again.stdout
     assert rows(out) == after
 
     # the same DIR with other settings is refused rather than mixed in
-    other = tune(out, "--seeds", "2", "--n-trials", "6", *TARGET)
+    other = tune(out, "--seeds", "1", "--n-trials", "6")
     assert other.returncode == 2
     assert other.stderr.count("\n") == 1 and "holds a study with other seeds" in other.stderr
     assert rows(out) == after
 
+    # the study alone (no trial folders) gives the same tables again: what a committed study rebuilds from
+    tables = {name: (out / name).read_bytes() for name in ("trials.csv", "trials.md")}
+    shutil.rmtree(out / "trials")
+    for name in tables:
+        (out / name).unlink()
+    rebuilt = subprocess.run([sys.executable, str(TUNE), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert {name: (out / name).read_bytes() for name in tables} == tables
+    assert_png(out / "optimization_history.png")
+
 
 def test_two_local_workers_share_one_study(tmp_path):
     out = tmp_path / "study"
-    result = tune(out, "--seeds", "1", "--n-trials", "4", "--workers", "2", *TARGET,
+    result = tune(out, "--seeds", "1", "--n-trials", "4", "--workers", "2",
                   "--param", "num-minibatches=2,4,8", "--param", "anneal-lr=true,false",
                   "--param", "learning-rate=1e-4:1e-3:log",
                   trainer=["--total-timesteps", "2048", "--num-steps", "256", "--update-epochs", "2"])
@@ -211,16 +261,18 @@ def test_two_local_workers_share_one_study(tmp_path):
     table = rows(out)
     assert sorted(int(r["number"]) for r in table) == [0, 1, 2, 3]  # none lost, none extra
     assert all(r["state"] == "COMPLETE" for r in table)
-    assert len({r["worker"] for r in table}) == 2  # both workers ran trials
     assert len(set(re.findall(r"^\[\d/4\] trial (\d) COMPLETE", result.stdout, re.M))) == 4
     assert (out / "study.db").is_file() and not (out / "study.journal").exists()
+    # two trials ran at once: each one's runs started before the other's ended
+    spans = sorted((min(p.stat().st_mtime for p in (out / "trials" / r["number"]).rglob("env_id")),
+                    max(p.stat().st_mtime for p in (out / "trials" / r["number"]).rglob("DONE"))) for r in table)
+    assert spans[1][0] < spans[0][1]
     # every searched flag reached the trainer in its own form: an integer, a switch, a float
     for r in table:
-        log = (out / "trials" / r["number"] / f"{ENV}__seed1" / "train.log").read_text()
-        assert r["num_minibatches"] in ("2", "4", "8") and f"--num-minibatches {r['num_minibatches']} " in log
-        assert (" --anneal-lr " if r["anneal_lr"] == "True" else " --no-anneal-lr ") in log
-        assert 1e-4 <= float(r["learning_rate"]) <= 1e-3 and f"--learning-rate {float(r['learning_rate'])!r}" in log
-        assert f"--rpo-alpha {float(r['rpo_alpha'])!r}" in log
+        args = trainer_args(run_dir(out, r["number"], repr(float(r["rpo_alpha"]))))
+        assert r["num_minibatches"] in ("2", "4", "8") and args["num_minibatches"] == int(r["num_minibatches"])
+        assert args["anneal_lr"] == (r["anneal_lr"] == "True")
+        assert 1e-4 <= args["learning_rate"] <= 1e-3 and args["learning_rate"] == float(r["learning_rate"])
     # several searched flags and complete trials: the importance plot can be drawn
     assert_png(out / "param_importances.png")
     assert processes_in(out) == []
@@ -230,7 +282,7 @@ def test_two_local_workers_share_one_study(tmp_path):
 def test_a_bad_trial_is_pruned_and_its_trainer_stopped(tmp_path):
     out = tmp_path / "study"
     # trials 0 and 1 score -10 and -20; trial 2 scores -900 and would run 20 s (0.5 s an episode)
-    result = tune(out, "--seeds", "1", "--n-trials", "3", "--target", f"{ENV}=-1000:0",
+    result = tune(out, "--seeds", "1", "--n-trials", "3",
                   "--enqueue", "rpo-alpha=0.01", "--enqueue", "rpo-alpha=0.02", "--enqueue", "rpo-alpha=0.9",
                   "--prune-startup", "2", "--prune-warmup", "0", "--report-every", "400",
                   trainer=["--total-timesteps", "8000"], env=stub_env(tmp_path))
@@ -238,14 +290,15 @@ def test_a_bad_trial_is_pruned_and_its_trainer_stopped(tmp_path):
     table = rows(out)
     assert [(r["number"], r["state"]) for r in table] == [("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "PRUNED")]
     assert [float(r["rpo_alpha"]) for r in table] == [0.01, 0.02, 0.9]
-    assert float(table[0]["value"]) == pytest.approx(0.99) and float(table[1]["value"]) == pytest.approx(0.98)
+    assert float(table[0]["value"]) == pytest.approx(normalized(-10))
+    assert float(table[1]["value"]) == pytest.approx(normalized(-20))
     pruned = table[2]
-    assert float(pruned["value"]) == pytest.approx(0.1)  # its last intermediate value
+    assert float(pruned["value"]) == pytest.approx(normalized(-900))  # its last intermediate value
     assert pruned["pruned_at_step"] == "400"
-    assert float(pruned["seconds"]) < 10
-    assert re.search(r"^\[3/3\] trial 2 PRUNED at step 400 value=0.1 rpo_alpha=0.9 ", result.stdout, re.M)
-    # its trainer got SIGTERM, exited, and nothing is left running
-    run = out / "trials" / "2" / f"{ENV}__seed1"
+    assert float(pruned["seconds"]) < 15
+    assert re.search(r"^\[3/3\] trial 2 PRUNED at step 400 value=0.31\d* rpo_alpha=0.9 ", result.stdout, re.M)
+    # its trainer got SIGTERM (from sweep.sh), exited, and nothing is left running
+    run = run_dir(out, 2, "0.9")
     log = (run / "train.log").read_text()
     assert "stub: got signal 15" in log and "trainer exited with status 143" in log
     assert not alive(int((run / "pid").read_text()))
@@ -253,79 +306,73 @@ def test_a_bad_trial_is_pruned_and_its_trainer_stopped(tmp_path):
     assert_png(out / "intermediate_values.png")
 
 
-def test_interrupted_study_marks_the_trial_failed_and_a_rerun_replaces_it(tmp_path):
-    out = tmp_path / "study"
-    env = stub_env(tmp_path)
-    args = [sys.executable, str(TUNE), "--env-ids", ENV, "--out", str(out), "--n-trials", "2", "--no-prune",
-            "--", "--total-timesteps", "4000"]
-    runner = subprocess.Popen([*args[:-3], "--enqueue", "rpo-alpha=0.9", *args[-3:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    pid_file = out / "trials" / "0" / f"{ENV}__seed1" / "pid"
-    try:
-        wait_for(lambda: pid_file.exists() and pid_file.read_text(), "trial 0's trainer to start")
-    finally:
-        runner.send_signal(signal.SIGINT)
-        stdout, stderr = runner.communicate(timeout=120)
-    assert runner.returncode == 130, stdout + stderr
-    assert "trial 0 interrupted by SIGINT: marked FAIL, it will be run again" in stdout
-    assert stderr.strip().endswith("interrupted; rerun the same command to continue the study")
-    assert not alive(int(pid_file.read_text()))
-    assert processes_in(out) == []
-    assert [(r["number"], r["state"]) for r in rows(out)] == [("0", "FAIL")]
-
-    # the interrupted trial does not count: the rerun runs two more
-    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "running 2 of 2 trials (0 done earlier)" in rerun.stdout
-    assert [(r["number"], r["state"]) for r in rows(out)] == [("0", "FAIL"), ("1", "COMPLETE"), ("2", "COMPLETE")]
-
-
-def test_a_killed_worker_leaves_no_trainer_and_its_trial_is_run_again(tmp_path):
-    out = tmp_path / "study"
-    env = stub_env(tmp_path)
-    args = [sys.executable, str(TUNE), "--env-ids", ENV, "--out", str(out), "--n-trials", "1", "--no-prune",
+def stop_during_trial_0(out, env, n_trials, stop):
+    """Starts a stub study whose trial 0 (alpha 0.9, slow) runs first; stop(process) once its trainer runs."""
+    args = [sys.executable, str(TUNE), "--env-ids", ENV, "--out", str(out), "--n-trials", str(n_trials), "--no-prune",
             "--", "--total-timesteps", "4000"]
     runner = subprocess.Popen([*args[:-3], "--enqueue", "rpo-alpha=0.9", *args[-3:]], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
-    pid_file = out / "trials" / "0" / f"{ENV}__seed1" / "pid"
+    pid_file = run_dir(out, 0, "0.9") / "pid"
     try:
         wait_for(lambda: pid_file.exists() and pid_file.read_text(), "trial 0's trainer to start")
     finally:
-        runner.kill()  # no chance to clean up: SIGKILL, as a lost node or the OOM killer
-        runner.communicate(timeout=60)
-    wait_for(lambda: not alive(int(pid_file.read_text())), "the orphaned trainer to stop", timeout=30)
+        stop(runner)
+        stdout, stderr = runner.communicate(timeout=120)
+    return args, runner, stdout, stderr, pid_file
+
+
+def test_interrupted_study_marks_the_trial_failed_and_a_rerun_runs_it_again(tmp_path):
+    out, env = tmp_path / "study", stub_env(tmp_path)
+    args, runner, stdout, stderr, pid_file = stop_during_trial_0(out, env, 2, lambda p: p.send_signal(signal.SIGINT))
+    assert runner.returncode == 130, stdout + stderr
+    assert "trial 0 interrupted by SIGINT: marked FAIL, it will be run again" in stdout
+    assert stderr.count("\n") == 1 and stderr.strip().endswith("rerun the same command to continue the study")
+    assert not alive(int(pid_file.read_text()))
+    assert "trainer exited with status 143" in (pid_file.parent / "train.log").read_text()
     assert processes_in(out) == []
-    # the trial stays RUNNING until its heartbeat is old; pretend that time has passed
-    heartbeat = out / "trials" / "0" / "heartbeat"
-    os.utime(heartbeat, (time.time() - 600, time.time() - 600))
+    # queued again with the same alpha, for the next run of the command
+    assert [(r["number"], r["state"], r["rpo_alpha"]) for r in rows(out)] == [("0", "FAIL", "0.9"), ("1", "WAITING", "0.9")]
+
+    # the interrupted trial does not count; the rerun runs it again (same alpha) and one more
     rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "trial 0 lost its worker (no heartbeat for 6" in rerun.stdout
-    assert [(r["number"], r["state"]) for r in rows(out)] == [("0", "FAIL"), ("1", "COMPLETE")]
+    assert "running 2 of 2 trials (0 done earlier)" in rerun.stdout
+    table = rows(out)
+    assert [(r["number"], r["state"]) for r in table] == [("0", "FAIL"), ("1", "COMPLETE"), ("2", "COMPLETE")]
+    assert float(table[1]["rpo_alpha"]) == 0.9
 
 
-# ------------------------------------------------------------------------------- the objective's arithmetic
-def test_score_ranges_and_the_iqm(tmp_path, monkeypatch):
-    sys.path.insert(0, str(TUNE.parent))
-    import tune as tune_module
+def test_a_killed_worker_leaves_no_trainer_and_its_trial_is_run_again(tmp_path):
+    import sqlite3
 
-    published = tmp_path / "published.csv"
-    published.write_text("table,suite,env_id,method,rpo_alpha,mean,std,timesteps,seeds\n"
-                         "a,a,Pendulum-v1,ppo,0,-1141.98,135.55,8000000,10\n"
-                         "a,a,Pendulum-v1,rpo,0.5,-151.08,3.73,8000000,10\n"
-                         "a,a,Hopper-v4,ppo,0,2741.42,269.11,8000000,10\n")
-    monkeypatch.setattr(tune_module, "PUBLISHED", published)
-    ranges = tune_module.targets(["Pendulum-v1", "dm_control/cartpole-balance-v0", "Hopper-v4"],
-                                 {"Hopper-v4": (0.0, 3000.0)})
-    assert [r[:2] for r in ranges.values()] == [[-1141.98, -151.08], [0.0, 1000.0], [0.0, 3000.0]]
-    assert tune_module.normalized(-646.53, ranges["Pendulum-v1"]) == pytest.approx(0.5)
-    # one published mean is no range; with two envs a missing range is an error, with one the raw return is used
-    with pytest.raises(tune_module.UserError, match="give --target Hopper-v4=LOW:HIGH"):
-        tune_module.targets(["Pendulum-v1", "Hopper-v4"], {})
-    assert tune_module.targets(["Hopper-v4"], {})["Hopper-v4"][:2] == [None, None]
-    # IQM: the mean of the middle half; below 4 runs, the mean
-    assert tune_module.aggregate([100, 0, 1, 2, 3, 4, 5, -100], "iqm") == pytest.approx(2.5)
-    assert tune_module.aggregate([100, 0, 1, 2, 3, 4, 5, -100], "mean") == pytest.approx(15 / 8)
-    assert tune_module.aggregate([0, 1, 5], "iqm") == pytest.approx(2)
+    out, env = tmp_path / "study", stub_env(tmp_path)
+    # no chance to clean up: SIGKILL, as a lost node or the OOM killer
+    args, _, _, _, pid_file = stop_during_trial_0(out, env, 1, lambda p: p.kill())
+    wait_for(lambda: not alive(int(pid_file.read_text())), "the orphaned trainer to stop", timeout=30)
+    assert processes_in(out) == []
+    # the trial stays RUNNING until Optuna's heartbeat for it is older than the grace period: pretend it is
+    with sqlite3.connect(out / "study.db") as db:
+        assert db.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00'").rowcount == 1
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "trial 0 lost its worker: marked FAIL, it will be run again" in rerun.stdout
+    table = rows(out)
+    assert [(r["number"], r["state"]) for r in table] == [("0", "FAIL"), ("1", "COMPLETE")]
+    assert float(table[1]["rpo_alpha"]) == 0.9  # Optuna's retry: the same values
+
+
+def test_a_failing_trainer_stops_the_study_with_one_line(tmp_path):
+    # --rpo-alpha fixed after -- (the study searches the learning rate): sweep.sh gets it as its --alphas
+    out = tmp_path / "study"
+    result = tune(out, "--n-trials", "2", "--param", "learning-rate=1e-4:1e-3:log",
+                  trainer=["--rpo-alpha", "0.77", "--total-timesteps", "4000"], env=stub_env(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    run = run_dir(out, 0, "0.77")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("tune.py: trial 0: [1/1] FAILED Pendulum-v1 alpha=0.77 seed=1 (exit 1 ")
+    assert f"see {run}/train.log" in result.stderr
+    assert "stub: this alpha breaks me" in (run / "train.log").read_text()
+    assert [(r["number"], r["state"]) for r in rows(out)] == [("0", "FAIL")]
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -338,11 +385,12 @@ def test_score_ranges_and_the_iqm(tmp_path, monkeypatch):
     (["--param", "learning-rate=1e-3:1e-4:log"], [], "empty range"),
     (["--param", "rpo-alpha=0:1:log"], [], "a log range needs LOW > 0"),
     (["--param", "num-minibatches=16"], [], "expected FLAG=LOW:HIGH[:log] or FLAG=A,B,C"),
-    (["--param", "seed=1:5"], [], "--seed: this flag cannot be searched"),
-    (["--target", f"{ENV}=0:-1"], [], "empty range"),
+    (["--param", "seed=1:5"], [], "the trainer has no flag --seed that can be searched"),
+    (["--enqueue", "rpo-alpha=2"], [], "outside the search space of --rpo-alpha"),
     (["--env-ids", "NoSuchEnv-v0"], [], "cannot make environment 'NoSuchEnv-v0'"),
     (["--env-ids", "dm_control/nosuch-task-v0"], [], "cannot make environment 'dm_control/nosuch-task-v0'"),
-    (["--env-ids", f"{ENV} MountainCarContinuous-v0"], [], "no score range for MountainCarContinuous-v0"),
+    (["--env-ids", "CartPole-v1"], [], "RPO needs a vector of continuous actions"),
+    (["--env-ids", f"{ENV} MountainCarContinuous-v0"], [], "no normalized score for MountainCarContinuous-v0"),
     (["--partition", "cpu"], [], "only make sense with --slurm"),
     ([], ["--bogus-flag", "1"], "unknown trainer flag --bogus-flag"),
     ([], ["--seed", "3"], "trainer flag --seed is set by the tuner"),
@@ -359,18 +407,21 @@ def test_bad_input_gets_one_line_and_no_study(tmp_path, args, trainer, message):
     assert not out.exists()
 
 
-def test_slurm_without_sbatch_on_path_is_an_error(tmp_path):
+def test_slurm_without_sbatch_on_path_and_a_dir_without_study_are_errors(tmp_path):
     result = subprocess.run([sys.executable, str(TUNE), "--env-ids", ENV, "--slurm", "--out", str(tmp_path / "s")],
                             capture_output=True, text=True, env=tune_env(PATH=str(tmp_path)))
     assert result.returncode == 2
     assert result.stderr == "tune.py: error: --slurm given but sbatch is not on PATH\n"
+    result = subprocess.run([sys.executable, str(TUNE), "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"tune.py: error: {tmp_path / 's'} holds no study (give --env-ids to start one)\n"
 
 
 # ------------------------------------------------------------------------------- Slurm
 @pytest.mark.slurm
 def test_slurm_workers_share_one_journal_study(slurm, tmp_path):
     out = tmp_path / "study"
-    args = ["--seeds", "1", "--n-trials", "3", "--workers", "2", *TARGET, "--slurm", "--time", "00:10:00"]
+    args = ["--seeds", "1", "--n-trials", "3", "--workers", "2", "--slurm", "--time", "00:10:00"]
     result = tune(out, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     job_id = re.search(r"submitted Slurm job array (\d+): 2 worker\(s\) for 3 of 3 trials", result.stdout)[1]
@@ -386,8 +437,8 @@ def test_slurm_workers_share_one_journal_study(slurm, tmp_path):
     tasks = {re.search(r"\(Slurm (\d+_\d)\)", r["worker"])[1] for r in table}
     assert tasks and tasks <= {f"{job_id}_0", f"{job_id}_1"}, table
     for r in table:  # the runs trained for real
-        assert float(r["value"]) == pytest.approx((final_return(out / "trials" / r["number"] / f"{ENV}__seed1")
-                                                   + 1600) / 1600, abs=1e-5)
+        final = final_return(run_dir(out, r["number"], repr(float(r["rpo_alpha"]))))
+        assert float(r["value"]) == pytest.approx(normalized(final), abs=1e-6)
     assert (out / "study.journal").is_file() and not (out / "study.db").exists()
     assert_png(out / "optimization_history.png")
 
