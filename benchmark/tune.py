@@ -1,27 +1,15 @@
 #!/usr/bin/env python3
 """Choose rpo_alpha (and any other trainer flag) with Optuna, locally or as Slurm workers.
 
-  benchmark/tune.py --env-ids "Pendulum-v1 dm_control/pendulum-swingup-v0" --seeds 3 --n-trials 30 \\
-      [--workers K | --slurm [--partition P] [--time T] [--account A]] --out DIR \\
+  benchmark/tune.py --env-ids "Pendulum-v1 Hopper-v4" --seeds 3 --n-trials 30 --out DIR \\
+      [--workers K | --slurm [--partition P] [--time T] [--account A]] \\
       [--param learning-rate=1e-4:1e-3:log ...] [--enqueue rpo-alpha=0.5 ...] -- [fixed trainer flags]
-  benchmark/tune.py --out DIR        # rewrite DIR's trials.csv, trials.md and plots from its study; run nothing
+  benchmark/tune.py --out DIR     # DIR's trials.csv, trials.md and plots again, from its study alone
 
-The search space is search_space() below: edit it. --param FLAG=LOW:HIGH[:log] (a range, integer
-or float as the flag is) or FLAG=A,B,C (a list) adds a flag or replaces a default's range;
---enqueue FLAG=V[,FLAG=V] runs a trial with these values first. Flags after -- are fixed.
-
-A trial is a sweep: benchmark/sweep.sh runs its (env, seed) runs, seeds 1..--seeds, all at once,
-into DIR/trials/<number>/ (report.py reads that folder as any sweep). Its value is the aggregate
-that report.py prints for those runs, computed by benchmark/score.py: the IQM over all runs of the
-normalized final returns. Optuna's TPE sampler maximizes it. While the runs train, the same value
-at every --report-every steps is reported from their event files; Optuna's median pruner stops a
-trial below the median of the completed ones (from --prune-startup completed trials on, after
---prune-warmup steps), and sweep.sh passes the SIGTERM on to its trainers.
-
-The study lives in DIR: SQLite (DIR/study.db) locally, where --workers K runs K trials at a time;
-a journal file (DIR/study.journal) for --slurm, whose job array of K workers shares it. Rerunning
-the command continues the study up to --n-trials trials in all. Trials stopped by a signal, or
-whose worker died, are marked FAIL, do not count, and are run again with the same values.
+The search space is search_space() below. A trial is a sweep of benchmark/sweep.sh in
+DIR/trials/<number>/; its value is what report.py prints for it (benchmark/score.py: the IQM of
+the runs' normalized final returns). The study is DIR/study.db (SQLite, local workers) or
+DIR/study.journal (--slurm); rerunning the command continues it. See README.md, "Choosing α".
 """
 
 import argparse
@@ -286,10 +274,12 @@ def objective(trial, study, cfg, opts, stop):
                     read_at = elapsed
                     groups, _ = score.load_run_dirs(tdir)
                     reached = min((r["steps"][-1] for rs in groups.values() for r in rs), default=-1)
+                    first = max((r["steps"][0] for rs in groups.values() for r in rs), default=0)
                     while sum(map(len, groups.values())) == runs and milestone < cfg["total_timesteps"] \
                             and reached >= milestone:
-                        trial.report(score.aggregate_iqm(groups, alpha, milestone), milestone)
-                        if trial.should_prune():
+                        if milestone >= first:  # every run has ended an episode by then
+                            trial.report(score.aggregate_iqm(groups, alpha, milestone), milestone)
+                        if milestone >= first and trial.should_prune():
                             trial.set_user_attr("pruned_at_step", milestone)
                             set_returns(trial, groups, milestone)
                             raise optuna.TrialPruned(f"below the median at step {milestone}")
@@ -402,20 +392,14 @@ def run_workers(study, cfg, opts, jobs):
 
 
 def progress(study, t, cfg, opts):
-    done = len(study.get_trials(deepcopy=False, states=COUNTED[:2]))
-    line = f"[{done}/{opts.n_trials}] trial {t.number} {t.state.name}"
-    if "pruned_at_step" in t.user_attrs:
-        line += f" at step {t.user_attrs['pruned_at_step']}"
-    if t.value is not None:
-        line += f" value={t.value:.4g}"
-    line += f" {describe(t.params)}"
-    if "interrupted" in t.user_attrs:
-        line += f" | {t.user_attrs['interrupted']}: it will be run again"
-    returns = [f"{e} {t.user_attrs[f'return:{e}']:.1f}" for e in cfg["env_ids"] if f"return:{e}" in t.user_attrs]
-    if returns:
-        line += " | final return " + ", ".join(returns)
+    done, a = len(study.get_trials(deepcopy=False, states=COUNTED[:2])), t.user_attrs
+    returns = ", ".join(f"{e} {a[f'return:{e}']:.1f}" for e in cfg["env_ids"] if f"return:{e}" in a)
     best = best_trial(study)
-    return line + (f" | best: trial {best.number} ({best.value:.4g})" if best else "")
+    return (f"[{done}/{opts.n_trials}] trial {t.number} {t.state.name}"
+            + (f" at step {a['pruned_at_step']}" if "pruned_at_step" in a else "")
+            + (f" value={t.value:.4g}" if t.value is not None else "") + f" {describe(t.params)}"
+            + (f" | final return {returns}" if returns else "")
+            + (f" | best: trial {best.number} ({best.value:.4g})" if best else ""))
 
 
 def best_trial(study):

@@ -43,6 +43,34 @@ def scalars(run_dir):
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def wait_for(condition, what, timeout=300):
+    """Polls until condition() holds; the timeout only stops a hung test, it asserts nothing about speed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def episodic_returns(run_dir):
+    """(step, value) of charts/episodic_return, read straight from a run's event files, not via benchmark/score.py."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.util import tensor_util
+
+    points = []
+    for path in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == "charts/episodic_return":
+                    v = value.simple_value if value.HasField("simple_value") else tensor_util.make_ndarray(value.tensor)
+                    points.append((event.step, float(v)))
+    return points
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return str(tmp_path)

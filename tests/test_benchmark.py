@@ -12,13 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import job_done
+from conftest import episodic_returns, job_done, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "benchmark" / "sweep.sh"
@@ -40,36 +39,12 @@ def sweep(out, *args, workers="2", trainer=TINY):
     )
 
 
-def wait_for(condition, what, timeout=300):
-    """Polls until condition() holds; the timeout only stops a hung test, it asserts nothing about speed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
 def event_files(run_dir):
     return sorted(run_dir.rglob("events.out.tfevents.*"))
 
 
 def checkpoints(run_dir):
     return sorted(run_dir.rglob("*.cleanrl_model"))
-
-
-def episodic_returns(run_dir):
-    """(step, value) of charts/episodic_return, read straight from the event files, not via report.py."""
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-    from tensorboard.util import tensor_util
-
-    points = []
-    for path in event_files(run_dir):
-        for event in LegacyEventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag == "charts/episodic_return":
-                    v = value.simple_value if value.HasField("simple_value") else tensor_util.make_ndarray(value.tensor)
-                    points.append((event.step, float(v)))
-    return points
 
 
 def table_cells(markdown):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import job_done
+from conftest import episodic_returns, job_done, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = ROOT / "benchmark" / "tune.py"
@@ -91,26 +91,8 @@ def processes_in(directory):
 
 
 def final_return(run_dir):
-    """Mean of the last 10 charts/episodic_return values, read from the event files (not from tune.py's parsing)."""
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-    from tensorboard.util import tensor_util
-
-    points = []
-    for path in sorted(run_dir.rglob("events.out.tfevents.*")):
-        for event in LegacyEventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag == "charts/episodic_return":
-                    v = value.simple_value if value.HasField("simple_value") else tensor_util.make_ndarray(value.tensor)
-                    points.append((event.step, float(v)))
-    return np.mean([v for _, v in sorted(points)][-10:])
-
-
-def wait_for(condition, what, timeout=300):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.2)
+    """Mean of the last 10 charts/episodic_return values, read from the event files (not through score.py)."""
+    return np.mean([v for _, v in sorted(episodic_returns(run_dir))][-10:])
 
 
 def run_dir(out, number, alpha, seed=1):
@@ -373,6 +355,23 @@ def test_a_failing_trainer_stops_the_study_with_one_line(tmp_path):
     assert f"see {run}/train.log" in result.stderr
     assert "stub: this alpha breaks me" in (run / "train.log").read_text()
     assert [(r["number"], r["state"]) for r in rows(out)] == [("0", "FAIL")]
+
+
+COMMITTED = ROOT / "benchmark" / "results" / "tune"
+
+
+@pytest.mark.skipif(not (COMMITTED / "study.db").is_file(), reason="no tuner study committed")
+def test_the_committed_tuner_study_rebuilds_its_tables_from_the_study(tmp_path):
+    out = tmp_path / "tune"
+    out.mkdir()
+    shutil.copy(COMMITTED / "study.db", out)
+    result = subprocess.run([sys.executable, str(TUNE), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name in ("trials.csv", "trials.md"):
+        assert (out / name).read_bytes() == (COMMITTED / name).read_bytes(), name
+    for line in (COMMITTED / "trials.md").read_text().splitlines():
+        if line.startswith("!["):
+            assert_png(out / line[line.index("(") + 1:-1])
 
 
 # ------------------------------------------------------------------------------- bad input
