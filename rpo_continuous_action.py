@@ -751,9 +751,10 @@ def restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng):
     rollout_rng.bit_generator.state = rng["rollout"]
     global_step = checkpoint["global_step"]
     print(f"resuming {checkpoint['run_name']} at global_step={global_step}")
-    saved = checkpoint.get("envs") or [None]
-    if None in saved:  # Box2D, your own env, or a checkpoint of format 2
-        why = "its checkpoint holds no state of the envs" if "envs" not in checkpoint else f"this script cannot take the state of {args.env_id}"
+    saved, saved_env_id = checkpoint.get("envs") or [None], checkpoint["args"]["env_id"]
+    if None in saved or args.env_id != saved_env_id:
+        why = ("the checkpoint holds no state of the envs" if "envs" not in checkpoint else f"the run was on {saved_env_id}"
+               if args.env_id != saved_env_id else f"this script cannot take the state of {args.env_id}'s envs")
         print(f"note: the episodes in flight restart from a reset ({why})", file=sys.stderr)
         next_obs, _ = envs.reset(seed=args.seed + global_step)
     else:
@@ -786,6 +787,11 @@ def _env_parts(env):
     return None
 
 
+# What dm_control's tasks draw in the model at each episode: the targets of reacher, finger, fish, swimmer, stacker
+# and manipulator, point_mass's actuation directions, quadruped's terrain
+EPISODE_MODEL = ("body_pos", "body_quat", "geom_pos", "site_pos", "wrap_prm", "hfield_data")
+
+
 def take_env_state(env):
     if (parts := _env_parts(env)) is None:
         return None
@@ -797,8 +803,7 @@ def take_env_state(env):
         import mujoco
         (model, data), integration = sim, np.empty(mujoco.mj_stateSize(sim[0], mujoco.mjtState.mjSTATE_INTEGRATION))
         mujoco.mj_getState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
-        # dm_control's reacher, finger, fish, swimmer and stacker move their targets in the model each episode
-        state["mujoco"] = [integration, data.xpos, data.xipos, model.body_pos, model.geom_pos, model.site_pos]
+        state["mujoco"] = [integration, data.xpos, data.xipos] + [getattr(model, name) for name in EPISODE_MODEL]
     return _map(state, lambda x: torch.tensor(x) if isinstance(x, np.ndarray) else x.item() if isinstance(x, np.generic) else x)
 
 
@@ -813,7 +818,9 @@ def put_env_state(env, state):
         setattr(obj, name, value)
     if sim:
         import mujoco
-        (model, data), (integration, xpos, xipos, model.body_pos, model.geom_pos, model.site_pos) = sim, state["mujoco"]
+        (model, data), (integration, xpos, xipos, *episode_model) = sim, state["mujoco"]
+        for name, value in zip(EPISODE_MODEL, episode_model):
+            setattr(model, name, value)
         mujoco.mj_setState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(model, data)  # dm_control's step starts from the quantities derived from the state
         # mj_step leaves the body positions of its last substep's start: gymnasium's Ant, Humanoid, Reacher and Pusher

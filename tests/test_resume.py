@@ -179,3 +179,29 @@ def test_full_disk_during_logging_is_one_line(tmp_path):
                                 "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1")
     assert re.fullmatch(r"rpo_continuous_action.py: error: cannot write the run's logs to runs/Pendulum-v1__\S+: "
                         r"No space left on device", one_line(proc))
+
+
+def test_an_env_whose_state_cannot_be_taken_resumes_with_a_note(tmp_path):
+    flags = ["--env-id", "BipedalWalker-v3", "--total-timesteps", "256", *TINY]
+    stop = interrupted(str(tmp_path), 64 + 10, signal.SIGTERM, *flags)
+    assert stop.returncode == 128 + signal.SIGTERM, stop.stderr
+    proc = resume(str(tmp_path))
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the episodes in flight restart from a reset (this script cannot take the state of "
+                     "BipedalWalker-v3's envs)"]
+    assert [s for s, _ in logged(str(tmp_path))[0]["losses/loss"]] == [64, 128, 192, 256]
+
+
+def test_a_checkpoint_of_format_2_resumes_with_a_note(tmp_path):
+    run_trainer(str(tmp_path), *flags("Pendulum-v1", 1, 2))
+    [run] = run_dirs(str(tmp_path))
+    path = os.path.join(run, "rpo_continuous_action.cleanrl_model")
+    checkpoint = torch.load(path, weights_only=True)
+    for key in ("envs", "next_obs"):  # what format 2 did not hold
+        del checkpoint[key]
+    checkpoint["format"] = "rpo_continuous_action/2"
+    torch.save(checkpoint, path)
+    proc = run_trainer(str(tmp_path), "--resume", os.path.relpath(path, str(tmp_path)), "--total-timesteps", "192")
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the episodes in flight restart from a reset (the checkpoint holds no state of the envs)"]
+    assert torch.load(path, weights_only=True)["global_step"] == 192
