@@ -261,7 +261,24 @@ def objective(trial, study, cfg, opts, stop):
         cmd = ["setpriv", "--pdeathsig", "TERM", *cmd]
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON") or sys.executable}
     every = opts.report_every or max(cfg["total_timesteps"] // 20, 1)
-    milestone, started, read_at = every, time.monotonic(), 0.0
+    milestones, started, read_at = list(range(every, cfg["total_timesteps"], every)), time.monotonic(), 0.0
+
+    def report(groups, prune):
+        """Reports the value at each milestone every run has passed (after its first episode); may prune."""
+        steps = [r["steps"] for rs in groups.values() for r in rs]
+        if len(steps) < runs:
+            return
+        first, last = max(s[0] for s in steps), min(s[-1] for s in steps)
+        while milestones and milestones[0] <= last:
+            step = milestones.pop(0)
+            if step < first:
+                continue  # some run has not ended an episode yet: no value
+            trial.report(score.aggregate_iqm(groups, alpha, step), step)
+            if prune and trial.should_prune():
+                trial.set_user_attr("pruned_at_step", step)
+                set_returns(trial, groups, step)
+                raise optuna.TrialPruned(f"below the median at step {step}")
+
     with open(tdir / "sweep.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
@@ -272,18 +289,7 @@ def objective(trial, study, cfg, opts, stop):
                 elapsed = time.monotonic() - started
                 if elapsed - read_at >= min(max(elapsed / 20, 1), 30):  # event files: read often early, rarely late
                     read_at = elapsed
-                    groups, _ = score.load_run_dirs(tdir)
-                    reached = min((r["steps"][-1] for rs in groups.values() for r in rs), default=-1)
-                    first = max((r["steps"][0] for rs in groups.values() for r in rs), default=0)
-                    while sum(map(len, groups.values())) == runs and milestone < cfg["total_timesteps"] \
-                            and reached >= milestone:
-                        if milestone >= first:  # every run has ended an episode by then
-                            trial.report(score.aggregate_iqm(groups, alpha, milestone), milestone)
-                        if milestone >= first and trial.should_prune():
-                            trial.set_user_attr("pruned_at_step", milestone)
-                            set_returns(trial, groups, milestone)
-                            raise optuna.TrialPruned(f"below the median at step {milestone}")
-                        milestone += every
+                    report(score.load_run_dirs(tdir)[0], prune=True)
                 time.sleep(0.5)
         finally:
             if proc.poll() is None:  # sweep.sh passes SIGTERM on to the trainers and waits for them
@@ -298,6 +304,7 @@ def objective(trial, study, cfg, opts, stop):
     groups, skipped = score.load_run_dirs(tdir)
     if skipped:
         raise RuntimeError(f"trial {trial.number}: {skipped[0][0]}: {skipped[0][1]}; raise --total-timesteps")
+    report(groups, prune=False)  # the milestones the runs passed between two reads, for later trials' pruning
     set_returns(trial, groups)
     return score.aggregate_iqm(groups, alpha)
 
