@@ -33,6 +33,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
@@ -335,6 +336,11 @@ def open_study(out, journal, create=True):
         storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 120}},
                                              heartbeat_interval=10, grace_period=180,
                                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+        # Optuna claims a queued (WAITING) trial with SELECT ... FOR UPDATE, which SQLite ignores: two workers
+        # could run the same trial. SQLAlchemy's recipe makes every SQLite transaction take the write lock first.
+        sqlalchemy.event.listen(storage.engine, "connect", lambda dbapi, _: setattr(dbapi, "isolation_level", None))
+        sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        storage.engine.dispose()  # connections made from now on have the hooks
     if not create:
         return optuna.load_study(study_name=STUDY, storage=storage)
     return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True)
@@ -357,6 +363,8 @@ def fail_lost_trials(study, journal):
 
 def run_workers(study, cfg, opts, jobs):
     """Runs trials, jobs at a time, until the study has --n-trials; returns an exit status."""
+    # Optuna turns only a KeyboardInterrupt of the main thread into a FAIL trial: SIGTERM (Slurm, kill) and the
+    # n_jobs threads need this flag, which each trial polls to stop its sweep.sh (and so its trainers) cleanly.
     stop = []
     previous = {s: signal.signal(s, lambda signum, _: stop.append(signal.Signals(signum)))
                 for s in (signal.SIGINT, signal.SIGTERM)}
@@ -385,6 +393,8 @@ def run_workers(study, cfg, opts, jobs):
         if remaining > 0:
             study.optimize(run, n_trials=remaining, n_jobs=jobs, callbacks=[
                 MaxTrialsCallback(opts.n_trials, states=COUNTED), finished])
+        if stop:  # with n_jobs > 1 Optuna does not re-raise every trial's Interrupted
+            raise Interrupted(f"interrupted by {stop[0].name}")
     except Interrupted as e:
         print(f"tune.py: {e}; rerun the same command to continue the study", file=sys.stderr)
         return 128 + stop[0] if stop else 1

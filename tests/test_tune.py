@@ -236,7 +236,8 @@ def test_two_local_workers_share_one_study(tmp_path):
     out = tmp_path / "study"
     result = tune(out, "--seeds", "1", "--n-trials", "4", "--workers", "2",
                   "--param", "num-minibatches=2,4,8", "--param", "anneal-lr=true,false",
-                  "--param", "learning-rate=1e-4:1e-3:log",
+                  "--param", "learning-rate=1e-4:1e-3:log", "--enqueue", "rpo-alpha=0.5,num-minibatches=4",
+                  "--enqueue", "rpo-alpha=0.01,num-minibatches=8",
                   trainer=["--total-timesteps", "2048", "--num-steps", "256", "--update-epochs", "2"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 worker(s)" in result.stdout
@@ -244,6 +245,9 @@ def test_two_local_workers_share_one_study(tmp_path):
     assert sorted(int(r["number"]) for r in table) == [0, 1, 2, 3]  # none lost, none extra
     assert all(r["state"] == "COMPLETE" for r in table)
     assert len(set(re.findall(r"^\[\d/4\] trial (\d) COMPLETE", result.stdout, re.M))) == 4
+    # the two queued trials started at once, each in one worker (SQLite claims a queued trial for one)
+    assert [(r["rpo_alpha"], r["num_minibatches"]) for r in table[:2]] == [("0.5", "4"), ("0.01", "8")]
+    assert len(re.findall(r"^trial \d started", result.stdout, re.M)) == 4
     assert (out / "study.db").is_file() and not (out / "study.journal").exists()
     # two trials ran at once: each one's runs started before the other's ended
     spans = sorted((min(p.stat().st_mtime for p in (out / "trials" / r["number"]).rglob("env_id")),
