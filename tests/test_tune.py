@@ -34,6 +34,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 # A stand-in trainer: every 200 steps an episode of return -1000 * alpha, in TensorBoard; alpha >= 0.85 is slow.
 STUB = r'''
 import os, signal, sys, time
+from torch.utils.tensorboard import SummaryWriter  # first: torch's import can swallow the handler's SystemExit
 argv = sys.argv[1:]
 alpha = float(argv[argv.index("--rpo-alpha") + 1])
 total = int(argv[argv.index("--total-timesteps") + 1])
@@ -45,7 +46,6 @@ def stop(signum, frame):
 signal.signal(signal.SIGTERM, stop)
 if alpha == 0.77:
     sys.exit("stub: this alpha breaks me")
-from torch.utils.tensorboard import SummaryWriter
 writer = SummaryWriter("runs/stub")
 for step in range(200, total + 1, 200):
     time.sleep(0.5 if alpha >= 0.85 else 0.02)
@@ -335,7 +335,7 @@ def test_a_killed_worker_leaves_no_trainer_and_its_trial_is_run_again(tmp_path):
     # no chance to clean up: SIGKILL, as a lost node or the OOM killer
     args, _, _, _, pid_file = stop_during_trial_0(out, env, 1, lambda p: p.kill())
     wait_for(lambda: not alive(int(pid_file.read_text())), "the orphaned trainer to stop", timeout=30)
-    assert processes_in(out) == []
+    wait_for(lambda: processes_in(out) == [], "sweep.sh to end after its trainer", timeout=30)
     # the trial stays RUNNING until Optuna's heartbeat for it is older than the grace period: pretend it is
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00'").rowcount == 1
