@@ -37,13 +37,13 @@ RESAMPLES = 10_000
 
 # What uniformly random actions score, per Gym/MuJoCo env (gymnasium 1.4, mujoco 3.1x): random_play(env, 100);
 # Pendulum-v1's -1241 is random_play(env, 500) = -1240.9, as this project has used it since its first report.
-# Add an env here (and its published means to published.csv) to score it. (Pusher-v4 is missing: gymnasium 1.x
-# makes it only with mujoco < 3, the mujoco-published venv; measure it there with random_play.)
+# Add an env here (and its published means to published.csv) to score it. Pusher-v4, which gymnasium 1.x makes
+# only with mujoco < 3, was measured in the mujoco-published venv (mujoco 2.3.7).
 RANDOM_PLAY = {
     "Pendulum-v1": -1241.0, "BipedalWalker-v3": -102.8,
     "Ant-v4": -66.4, "HalfCheetah-v4": -274.9, "Hopper-v4": 17.7, "Humanoid-v4": 120.9, "HumanoidStandup-v4": 33375.6,
-    "InvertedDoublePendulum-v4": 59.1, "InvertedPendulum-v4": 6.2, "Reacher-v4": -43.4, "Swimmer-v4": 0.8,
-    "Walker2d-v4": 2.6,
+    "InvertedDoublePendulum-v4": 59.1, "InvertedPendulum-v4": 6.2, "Pusher-v4": -149.2, "Reacher-v4": -43.4,
+    "Swimmer-v4": 0.8, "Walker2d-v4": 2.6,
 }
 
 
