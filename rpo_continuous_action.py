@@ -751,17 +751,16 @@ def restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng):
     rollout_rng.bit_generator.state = rng["rollout"]
     global_step = checkpoint["global_step"]
     print(f"resuming {checkpoint['run_name']} at global_step={global_step}")
-    saved, saved_env_id = checkpoint.get("envs") or [None], checkpoint["args"]["env_id"]
-    if None in saved or args.env_id != saved_env_id:
-        why = ("the checkpoint holds no state of the envs" if "envs" not in checkpoint else f"the run was on {saved_env_id}"
-               if args.env_id != saved_env_id else f"this script cannot take the state of {args.env_id}'s envs")
+    saved = checkpoint.get("envs")
+    why = ("the checkpoint holds no state of the envs" if saved is None else
+           f"the run was on {checkpoint['args']['env_id']}" if args.env_id != checkpoint["args"]["env_id"] else
+           f"this script cannot take the state of {args.env_id}'s envs" if None in saved else None)
+    if why:
         print(f"note: the episodes in flight restart from a reset ({why})", file=sys.stderr)
-        next_obs, _ = envs.reset(seed=args.seed + global_step)
-    else:
-        for env, state in zip(envs.env.envs, saved):
-            put_env_state(env, state)
-        next_obs = checkpoint["next_obs"].numpy().copy()
-    return global_step, checkpoint["iteration"] + 1, next_obs
+        return global_step, checkpoint["iteration"] + 1, envs.reset(seed=args.seed + global_step)[0]
+    for env, state in zip(envs.env.envs, saved):
+        put_env_state(env, state)
+    return global_step, checkpoint["iteration"] + 1, checkpoint["next_obs"].numpy().copy()
 
 
 # Exact resume needs what each sub-env's next steps depend on beyond its last observation: its simulator, random
