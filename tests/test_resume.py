@@ -14,26 +14,27 @@ from conftest import TRAINER, clean_env, run_dirs, run_trainer, scalars
 
 TINY = ["--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1", "--save-model", "--eval-episodes", "0"]
 
-# The trainer as its own process, sending itself a signal just before the vector env's `at`-th step (counted from the
-# start of this process): a stop that arrives at a known step of a rollout, through the real signal handler.
-SIGNAL_AT_STEP = """
+# The trainer as its own process, sending itself a signal just before the vector env's `at`-th step (or the optimizer's,
+# counted from the start of this process): a stop that arrives at a known point, through the real signal handler.
+SIGNAL_AT = """
 import os, runpy, signal, sys
-import gymnasium as gym
-at, signum, calls = int(sys.argv[1]), int(sys.argv[2]), [0]
-step = gym.vector.SyncVectorEnv.step
-def step_and_signal(self, actions):
+import gymnasium as gym, torch
+at, signum, calls = int(sys.argv[2]), int(sys.argv[3]), [0]
+cls = {"rollout": gym.vector.SyncVectorEnv, "update": torch.optim.Adam}[sys.argv[1]]
+step = cls.step
+def step_and_signal(self, *args, **kwargs):
     calls[0] += 1
     if calls[0] == at:
         os.kill(os.getpid(), signum)
-    return step(self, actions)
-gym.vector.SyncVectorEnv.step = step_and_signal
-sys.argv = sys.argv[3:]
+    return step(self, *args, **kwargs)
+cls.step = step_and_signal
+sys.argv = sys.argv[4:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def interrupted(cwd, at_step, signum, *flags):
-    return subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP, str(at_step), str(int(signum)), TRAINER, *flags],
+def interrupted(cwd, at_step, signum, *flags, during="rollout"):
+    return subprocess.run([sys.executable, "-c", SIGNAL_AT, during, str(at_step), str(int(signum)), TRAINER, *flags],
                           cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=600)
 
 
@@ -98,6 +99,15 @@ def test_sigterm_mid_rollout_then_resume_is_the_same_run(tmp_path, straight_runs
     proc = resume(str(tmp_path))
     assert "note:" not in proc.stderr
     assert_same_run(straight_runs(env_id, num_envs, iterations), str(tmp_path))
+
+
+def test_sigterm_during_an_update_finishes_the_iteration_then_resume_is_the_same_run(tmp_path, straight_runs):
+    # 2 minibatches a rollout: the stop arrives at the first minibatch of the 4th update, which still completes
+    stop = interrupted(str(tmp_path), 3 * 2 + 1, signal.SIGTERM, *flags("Hopper-v4", 1, 6), during="update")
+    assert stop.returncode == 128 + signal.SIGTERM, stop.stderr
+    assert f"stopped at global_step={4 * 64}" in stop.stderr
+    resume(str(tmp_path))
+    assert_same_run(straight_runs("Hopper-v4", 1, 6), str(tmp_path))
 
 
 @pytest.mark.parametrize("env_id", FAMILIES)
