@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Parity with the reference, measured: the reference RPO script and ours trained on the same envs,
+# alphas, seeds and budget, each arm a sweep of benchmark/sweep.sh into OUT/<arm>/.
+#
+#   benchmark/parity.sh --env-ids HalfCheetah-v4 --seeds 10 --alphas 0.01 --workers 2 \
+#       --out benchmark/runs/parity [--arms "ours-mujoco3"] -- --total-timesteps 1000000
+#
+# The arms (all three unless --arms names some), one after another:
+#   reference-mujoco237  the reference script on its own stack (gymnasium 0.29, mujoco 2.3.7), run by
+#                        REFERENCE_PYTHON (default /tmp/rpo-reference/venv/bin/python) through
+#                        benchmark/reference_trainer.py; RPO_REFERENCE is the script
+#                        (default /tmp/rpo-reference/rpo_reference.py); shared/reference/setup.sh builds both
+#   ours-mujoco237       ours on the published simulator, PUBLISHED_PYTHON (default .venv-mujoco237/bin/python)
+#   ours-mujoco3         ours on mujoco 3.x, PYTHON (default .venv/bin/python)
+# Each python is checked first, and its mujoco version against the arm's name; OUT/<arm>/versions
+# records what it ran on (a line per stack). Options other than --out and --arms go to sweep.sh as they are (--workers,
+# --slurm, ...); the trainer flags after `--` go to every arm, so give only flags both scripts know
+# (--total-timesteps, --num-steps, --num-minibatches, --update-epochs, ...).
+#
+# Rerun the same command after an interruption: finished runs are skipped and ours resume from their
+# checkpoints; the reference writes none, so its interrupted runs start again from scratch.
+# Then compare the arms (the first is the one the others are compared with):
+#   .venv/bin/python benchmark/report.py --arms OUT/reference-mujoco237 OUT/ours-mujoco237 OUT/ours-mujoco3 --out DIR
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+ARMS=(reference-mujoco237 ours-mujoco237 ours-mujoco3)
+
+die() {
+    echo "parity.sh: error: $*" >&2
+    exit 2
+}
+
+out="" arms="${ARMS[*]}" sweep_args=() trainer_args=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --out) [[ $# -ge 2 ]] || die "option --out needs a value"; out=$2; shift 2 ;;
+        --arms) [[ $# -ge 2 ]] || die "option --arms needs a value"; arms=$2; shift 2 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --) shift; trainer_args=("$@"); break ;;
+        *) sweep_args+=("$1"); shift ;;
+    esac
+done
+[[ -n $out ]] || die "no --out given (the folder that gets one sweep per arm)"
+read -r -d '' -a arm_list <<<"$arms" || true
+[[ ${#arm_list[@]} -gt 0 ]] || die "no arms given (--arms \"${ARMS[*]}\")"
+
+# arm -> python, trainer, the mujoco version it must run on, and how to get that python
+declare -A python trainer want how
+python[reference-mujoco237]=${REFERENCE_PYTHON:-/tmp/rpo-reference/venv/bin/python}
+python[ours-mujoco237]=${PUBLISHED_PYTHON:-$ROOT/.venv-mujoco237/bin/python}
+python[ours-mujoco3]=${PYTHON:-$ROOT/.venv/bin/python}
+trainer[reference-mujoco237]=$HERE/reference_trainer.py
+trainer[ours-mujoco237]=$ROOT/rpo_continuous_action.py
+trainer[ours-mujoco3]=$ROOT/rpo_continuous_action.py
+want[reference-mujoco237]="2.3.7" want[ours-mujoco237]="2.3.7" want[ours-mujoco3]="3."
+how[reference-mujoco237]="build it with 'bash shared/reference/setup.sh' or set REFERENCE_PYTHON"
+how[ours-mujoco237]="build it with 'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' or set PUBLISHED_PYTHON"
+how[ours-mujoco3]="build it with 'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[mujoco]\"' or set PYTHON"
+
+for arm in "${arm_list[@]}"; do
+    [[ -n ${python[$arm]:-} ]] || die "unknown arm '$arm' (the arms: ${ARMS[*]})"
+    py=${python[$arm]}
+    command -v "$py" >/dev/null || die "arm $arm: no python at $py; ${how[$arm]}"
+    version=$("$py" -c 'import mujoco; print(mujoco.__version__)' 2>/dev/null) ||
+        die "arm $arm: $py cannot import mujoco; ${how[$arm]}"
+    [[ $version == "${want[$arm]}"* ]] || die "arm $arm needs mujoco ${want[$arm]}x but $py has mujoco $version"
+done
+if [[ " ${arm_list[*]} " == *" reference-mujoco237 "* ]]; then
+    script=${RPO_REFERENCE:-/tmp/rpo-reference/rpo_reference.py}
+    [[ -f $script ]] || die "arm reference-mujoco237: no reference script at $script; build it with 'bash shared/reference/setup.sh' or set RPO_REFERENCE"
+fi
+
+rc=0
+for arm in "${arm_list[@]}"; do
+    py=${python[$arm]}
+    mkdir -p "$out/$arm" || die "cannot create $out/$arm"
+    # one line per stack this arm has run on: more than one line means a mixed arm
+    versions=$("$py" -c 'import sys, gymnasium, mujoco, torch
+print(f"python {sys.version.split()[0]} ({sys.executable}), gymnasium {gymnasium.__version__}, "
+      f"mujoco {mujoco.__version__}, torch {torch.__version__}")')
+    grep -qxF "$versions" "$out/$arm/versions" 2>/dev/null || echo "$versions" >>"$out/$arm/versions"
+    echo "=== $arm: $versions -> $out/$arm"
+    arm_rc=0
+    PYTHON=$py TRAINER=${trainer[$arm]} "$HERE/sweep.sh" "${sweep_args[@]}" --out "$out/$arm" -- "${trainer_args[@]}" || arm_rc=$?
+    case $arm_rc in
+        0) ;;
+        2 | 130 | 143) exit "$arm_rc" ;; # bad input (sweep.sh said why) or interrupted: rerun to resume
+        *) rc=$arm_rc ;;                 # some runs failed: the other arms still run
+    esac
+done
+[[ $rc == 0 ]] && echo "parity: all arms finished in $out"
+exit "$rc"

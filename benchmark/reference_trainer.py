@@ -1,0 +1,85 @@
+"""The reference RPO script as a sweep.sh trainer, so that it runs through the same runner as ours.
+
+    PYTHON=/tmp/rpo-reference/venv/bin/python TRAINER=benchmark/reference_trainer.py \
+        benchmark/sweep.sh --env-ids HalfCheetah-v4 --seeds 10 --alphas 0.01 --out OUT -- --total-timesteps 1000000
+
+sweep.sh calls its trainer with --env-id --seed --rpo-alpha --save-model --torch-threads 1
+[--resume CKPT] and the flags after its `--`. The reference (the published CleanRL script, on
+gymnasium 0.29 and mujoco 2.3.7; ../shared/reference/setup.sh builds it and its venv) knows
+the first three and the trainer flags the two scripts share (--total-timesteps, --num-steps,
+...), but not the rest. This adapter drops --save-model and --resume (the reference writes no
+checkpoint), applies --torch-threads with torch.set_num_threads (the reference would take every
+core, and parallel runs crawl), and runs the reference script in this process as __main__ with
+the remaining arguments. Run it with the reference's own python (its venv).
+
+The reference cannot resume: a run that is interrupted writes no checkpoint, so the next sweep
+starts it again from scratch (sweep.sh deletes its partial event files first).
+
+Environment: RPO_REFERENCE, the reference script (default /tmp/rpo-reference/rpo_reference.py).
+"""
+
+import os
+import runpy
+import signal
+import sys
+
+DEFAULT = "/tmp/rpo-reference/rpo_reference.py"
+DROPPED = {"--save-model": 0, "--no-save-model": 0, "--resume": 1}  # flag -> how many values it takes
+INTERRUPTED = "reference_trainer.py: interrupted; the reference writes no checkpoint, so this run starts from scratch next time"
+
+
+def reference_argv(argv):
+    """(the arguments the reference understands, torch threads or None) from sweep.sh's arguments."""
+    kept, threads, i = [], None, 0
+    while i < len(argv):
+        flag, _, value = argv[i].partition("=")
+        if flag == "--torch-threads":
+            if not value:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"--torch-threads must be an integer >= 1, got '{value}'")
+            threads = int(value)
+        elif flag in DROPPED:
+            i += DROPPED[flag] if not value else 0
+        else:
+            kept.append(argv[i])
+        i += 1
+    return kept, threads
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    script = os.environ.get("RPO_REFERENCE", DEFAULT)
+    if not os.path.isfile(script):
+        print(f"reference_trainer.py: error: the reference script {script} does not exist; build it with "
+              "`bash shared/reference/setup.sh` (or point RPO_REFERENCE at it)", file=sys.stderr)
+        return 2
+    try:
+        args, threads = reference_argv(argv)
+    except ValueError as e:
+        print(f"reference_trainer.py: error: {e}", file=sys.stderr)
+        return 2
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    stopped_by = [signal.SIGINT]
+
+    def on_term(signum, frame):
+        stopped_by[0] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # sweep.sh stops its trainers with SIGTERM or SIGINT
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 128 + stopped_by[0]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
