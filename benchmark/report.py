@@ -88,6 +88,7 @@ from score import (LAST_EPISODES, RETURN_TAG, interval, iqm, load_published, loa
                    sort_groups)
 
 COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "episodic_return", "episodic_length")
+ARM = "arm"  # the optional first column of an episodes CSV of several arms (implementations)
 CURVE_RESAMPLES = 2_000
 CURVE_POINTS = 100
 
@@ -98,7 +99,16 @@ class BadInput(Exception):
 
 # ------------------------------------------------------------------------------- input
 def load_csv(path):
-    """{(env, alpha): [run, ...]} from an episodes CSV (plain or gzipped)."""
+    """{(env, alpha): [run, ...]} from an episodes CSV of one arm (plain or gzipped)."""
+    arms = read_csv(path)
+    if list(arms) != [None]:
+        raise BadInput(f"{path}: holds {plural(len(arms), 'arm')} (an `{ARM}` column); expected the episodes of one")
+    return arms[None]
+
+
+def read_csv(path):
+    """{arm: {(env, alpha): [run, ...]}} from an episodes CSV, arms in the order they first appear;
+    the one arm is None in a CSV without an arm column."""
     raw = path.read_bytes()
     try:
         if raw[:2] == b"\x1f\x8b":
@@ -112,38 +122,81 @@ def load_csv(path):
         found = ", ".join(reader.fieldnames or []) or "none"
         raise BadInput(f"{path}: missing column(s) {', '.join(missing)} (its columns: {found}; "
                        f"an episodes CSV has {', '.join(COLUMNS)})")
-    episodes = defaultdict(list)  # (env, alpha, seed) -> [(step, return, length)], in file order
+    has_arm = ARM in reader.fieldnames
+    episodes = defaultdict(list)  # (arm, env, alpha, seed) -> [(step, return, length)], in file order
     for row in reader:
         try:
             float(row["rpo_alpha"])  # alpha stays the string it was written as: it names a column
-            key = (row["env_id"], row["rpo_alpha"], int(row["seed"]))
+            key = (row[ARM] if has_arm else None, row["env_id"], row["rpo_alpha"], int(row["seed"]))
             episodes[key].append((int(row["global_step"]), float(row["episodic_return"]),
                                   int(row["episodic_length"])))
         except (TypeError, ValueError):
             raise BadInput(f"{path}, line {reader.line_num}: not a number where one is expected: "
                            f"{','.join(str(row.get(c)) for c in COLUMNS)}") from None
-    groups = defaultdict(list)
-    for (env, alpha, seed), rows in episodes.items():
+    arms = defaultdict(lambda: defaultdict(list))
+    for (arm, env, alpha, seed), rows in episodes.items():
         steps, returns, lengths = zip(*rows)
-        groups[env, alpha].append(make_run(seed, steps, returns, lengths, finished=True))
-    return sort_groups(groups)
+        arms[arm][env, alpha].append(make_run(seed, steps, returns, lengths, finished=True))
+    return {arm: sort_groups(groups) for arm, groups in arms.items()} or {None: {}}
 
 
-def export_csv(groups, path):
-    """Writes every episode of every run, one row each; .gz names get a reproducible gzip."""
+def by_cell(keys):
+    """(env, alpha) keys in report order: env, then alpha by value."""
+    return sorted(keys, key=lambda k: (k[0], float(k[1]), k[1]))
+
+
+def export_csv(arms, path):
+    """Writes every episode of every run of {arm: groups}, one row each, arms in their order (an `arm`
+    column only where there are named arms: {None: groups} writes one arm's file); .gz names get a
+    reproducible gzip."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for env, alpha in sorted(groups, key=lambda k: (k[0], float(k[1]), k[1])):
-        for run in groups[env, alpha]:
-            for step, ret, length in zip(run["steps"], run["returns"], run["lengths"]):
-                # repr of a float is exact, so reading the file back gives the same numbers
-                writer.writerow((env, alpha, run["seed"], int(step), repr(float(ret)), int(length)))
+    named = list(arms) != [None]
+    writer.writerow((ARM, *COLUMNS) if named else COLUMNS)
+    for arm, groups in arms.items():
+        for env, alpha in by_cell(groups):
+            for run in groups[env, alpha]:
+                for step, ret, length in zip(run["steps"], run["returns"], run["lengths"]):
+                    # repr of a float is exact, so reading the file back gives the same numbers
+                    row = (env, alpha, run["seed"], int(step), repr(float(ret)), int(length))
+                    writer.writerow((arm, *row) if named else row)
     data = out.getvalue().encode("utf-8")
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=9, mtime=0)  # no time stamp: same episodes, same bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def load_source(path):
+    """({arm: groups}, [(run, why skipped)]) from a sweep's directory or an episodes CSV; the one arm of a
+    directory or of a CSV without an arm column is None."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist")
+    if path.is_dir():
+        groups, skipped = load_run_dirs(path)
+        return {None: groups}, skipped
+    return read_csv(path), []
+
+
+def load_arms(specs):
+    """({name: groups}, skipped) from --arms [NAME=]DIR_OR_CSV ..., in the order given."""
+    if len(specs) < 2:
+        raise BadInput("--arms needs two or more (the first is the one the others are compared with)")
+    arms, skipped = {}, []
+    for spec in specs:
+        name, _, where = spec.rpartition("=")
+        path = Path(where)
+        name = name or path.name.split(".")[0]
+        if not name or not where:
+            raise BadInput(f"--arms {spec}: expected [NAME=]DIR_OR_CSV")
+        if name in arms:
+            raise BadInput(f"--arms: two arms are named {name} (name them: NAME=DIR_OR_CSV)")
+        loaded, why = load_source(path)
+        if list(loaded) != [None]:
+            raise BadInput(f"{path}: holds arms of its own (an `{ARM}` column); give it alone, without --arms")
+        arms[name] = loaded[None]
+        skipped += [(f"{name}: {run}", reason) for run, reason in why]
+    return arms, skipped
 
 
 def published_by_alpha():
@@ -220,6 +273,65 @@ def markdown_table(header, rows):
     return "\n".join("| " + " | ".join(row) + " |" for row in lines)
 
 
+def finals(runs):
+    return np.array([r["final"] for r in runs])
+
+
+def summary_cell(runs):
+    """(mean ± std of the runs' final returns, † if any is unfinished; how many are unfinished)."""
+    if not runs:
+        return "—", 0
+    unfinished = sum(not r["finished"] for r in runs)
+    return format_cell(finals(runs)) + (" †" if unfinished else ""), unfinished
+
+
+def summary_notes(unfinished):
+    notes = [f"Final return of a run: mean of `{RETURN_TAG}` over its last {LAST_EPISODES} training episodes. "
+             "Cells: mean ± std (ddof=0) over seeds."]
+    if unfinished:
+        notes.append(f"† includes {unfinished} unfinished run(s) (no DONE marker yet): their returns so far.")
+    return notes
+
+
+def runs_line(env, alpha, runs):
+    return f"{env} α={alpha}: {len(runs)} seeds, up to step {max(r['steps'][-1] for r in runs)}"
+
+
+def estimate_cells(runs, above=None):
+    """runs, IQM [CI] and mean [CI] of the runs' final returns, and with above how many end above it."""
+    x = finals(runs)
+    cells = [str(len(x)), format_estimate(iqm(x), interval(iqm, (x,))), format_estimate(x.mean(), interval(np.mean, (x,)))]
+    return cells + ([f"{int((x > above).sum())} of {len(x)}"] if above is not None else [])
+
+
+def above_header(above):
+    return [f"above {above:g}"] if above is not None else []
+
+
+def above_note(above):
+    return ([f"above {above:g}: how many of the runs have a final return above {above:g} (`--above {above:g}`).", ""]
+            if above is not None else [])
+
+
+def improvement_cell(x, y):
+    return format_estimate(prob_improvement(x, y), interval(prob_improvement, (x, y)))
+
+
+def mean_improvement_cell(pairs, unit):
+    """The mean over strata of P(X > Y) with its stratified interval; pairs = x1, y1, x2, y2, ..."""
+    if not pairs:
+        return "—"
+    point = mean_prob_improvement(*pairs)
+    return f"{format_estimate(point, interval(mean_prob_improvement, pairs))} ({plural(len(pairs) // 2, unit)})"
+
+
+def aggregate_cells(samples):
+    """strata, runs, IQM [CI] over all runs together and mean of the strata's means [CI], of normalized samples."""
+    return [str(len(samples)), str(sum(len(s) for s in samples)),
+            format_estimate(pooled_iqm(*samples), interval(pooled_iqm, samples), 3),
+            format_estimate(mean_of_means(*samples), interval(mean_of_means, samples), 3)]
+
+
 # ------------------------------------------------------------------------------- report sections
 def env_budget(groups, env):
     return max(r["steps"][-1] for (e, _), runs in groups.items() if e == env for r in runs)
@@ -263,7 +375,7 @@ def published_section(groups, envs, alphas, published):
     ]
 
 
-def statistics_section(groups, envs, alphas):
+def statistics_section(groups, envs, alphas, above=None):
     lines = ["## Statistics over seeds", "",
              "After Agarwal et al. (2021), *Deep Reinforcement Learning at the Edge of the Statistical Precipice*. "
              "IQM: interquartile mean, the mean of the middle half of the runs (25% trimmed from each end). "
@@ -274,13 +386,10 @@ def statistics_section(groups, envs, alphas):
     for env in envs:
         for alpha in alphas:
             runs = groups.get((env, alpha))
-            if not runs:
-                continue
-            finals = np.array([r["final"] for r in runs])
-            rows.append([env, alpha_header(alpha), str(len(finals)),
-                         format_estimate(iqm(finals), interval(iqm, (finals,))),
-                         format_estimate(finals.mean(), interval(np.mean, (finals,)))])
-    lines += [markdown_table(["", "", "runs", "IQM [95% CI]", "mean [95% CI]"], rows), ""]
+            if runs:
+                rows.append([env, alpha_header(alpha), *estimate_cells(runs, above)])
+    lines += [markdown_table(["", "", "runs", "IQM [95% CI]", "mean [95% CI]", *above_header(above)], rows), "",
+              *above_note(above)]
 
     scored = [env for env in envs if score_range(env)]
     unscored = [env for env in envs if not score_range(env)]
@@ -290,9 +399,7 @@ def statistics_section(groups, envs, alphas):
             samples = normalized_finals(groups, alpha)  # tune.py's trial value is the IQM of these
             if not samples:
                 continue
-            rows.append([alpha_header(alpha), str(len(samples)), str(sum(len(s) for s in samples)),
-                         format_estimate(pooled_iqm(*samples), interval(pooled_iqm, samples), 3),
-                         format_estimate(mean_of_means(*samples), interval(mean_of_means, samples), 3)])
+            rows.append([alpha_header(alpha), *aggregate_cells(samples)])
         lines += ["Normalized final returns, aggregated over envs (stratified bootstrap: runs resampled within "
                   "each env; IQM over all runs together, mean = mean of the envs' means):", "",
                   markdown_table(["", "envs", "runs", "IQM [95% CI]", "mean [95% CI]"], rows), "",
@@ -308,19 +415,13 @@ def statistics_section(groups, envs, alphas):
             row = [env]
             for a, b in pairs:
                 if (env, a) in groups and (env, b) in groups:
-                    x = np.array([r["final"] for r in groups[env, a]])
-                    y = np.array([r["final"] for r in groups[env, b]])
+                    x, y = finals(groups[env, a]), finals(groups[env, b])
                     found[a, b] += [x, y]
-                    row.append(format_estimate(prob_improvement(x, y), interval(prob_improvement, (x, y))))
+                    row.append(improvement_cell(x, y))
                 else:
                     row.append("—")
             rows.append(row)
-        row = ["mean over envs"]
-        for pair in pairs:
-            xy = found[pair]
-            row.append(f"{format_estimate(mean_prob_improvement(*xy), interval(mean_prob_improvement, xy))}"
-                       f" ({plural(len(xy) // 2, 'env')})" if xy else "—")
-        rows.append(row)
+        rows.append(["mean over envs", *(mean_improvement_cell(found[pair], "env") for pair in pairs)])
         lines += ["Probability of improvement P(A > B): the chance that a random run of A on an env ends above a "
                   "random run of B on it (ties count 1/2), for every two alphas of an env (PPO always B; of two RPO "
                   "alphas, the smaller is A); its mean over the envs that have both, with a stratified bootstrap "
@@ -400,20 +501,18 @@ def plot_sample_efficiency(curves, alphas, path):
     plt.close(fig)
 
 
-def plot(groups, envs, alphas, path):
+def plot(panels, path):
+    """Learning curves: panels = [(title, [(label, color, runs), ...]), ...], one line per runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ncols = min(3, len(envs))
-    nrows = math.ceil(len(envs) / ncols)
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
-    for ax, env in zip(axes.flat, envs):
-        for alpha in alphas:
-            runs = groups.get((env, alpha))
-            if not runs:
-                continue
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for label, color, runs in lines:
             end = max(r["steps"][-1] for r in runs)
             grid = np.linspace(0, end, 200)
             # Each run on a common step grid; NaN where a run has no data (not started, or
@@ -423,15 +522,14 @@ def plot(groups, envs, alphas, path):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
                 mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-            color = f"C{alphas.index(alpha)}"  # the same alpha has the same colour in every panel
-            ax.plot(grid, mean, color=color, label=f"{alpha_header(alpha)} ({plural(len(runs), 'seed')})")
+            ax.plot(grid, mean, color=color, label=f"{label} ({plural(len(runs), 'seed')})")
             ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-        ax.set_title(env)
+        ax.set_title(title)
         ax.set_xlabel("global step")
         ax.set_ylabel("episodic return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    for ax in axes.flat[len(envs):]:
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -439,7 +537,7 @@ def plot(groups, envs, alphas, path):
 
 
 # ------------------------------------------------------------------------------- main
-def write_report(groups, skipped, published, out):
+def write_report(groups, skipped, published, out, above=None):
     envs = sorted({env for env, _ in groups})
     alphas = sorted({alpha for _, alpha in groups}, key=lambda a: (float(a), a))
     rows = []
@@ -447,51 +545,130 @@ def write_report(groups, skipped, published, out):
     for env in envs:
         row = [env]
         for alpha in alphas:
-            runs = groups.get((env, alpha), [])
-            cell = format_cell([r["final"] for r in runs]) if runs else "—"
-            if any(not r["finished"] for r in runs):
-                cell += " †"
-                unfinished += sum(not r["finished"] for r in runs)
+            cell, n = summary_cell(groups.get((env, alpha), []))
             row.append(cell)
+            unfinished += n
         rows.append(row)
     table = markdown_table(["", *map(alpha_header, alphas)], rows)
 
-    notes = [
-        f"Final return of a run: mean of `{RETURN_TAG}` over its last {LAST_EPISODES} training episodes. "
-        "Cells: mean ± std (ddof=0) over seeds.",
-    ]
-    if unfinished:
-        notes.append(f"† includes {unfinished} unfinished run(s) (no DONE marker yet): their returns so far.")
-    seeds = [f"{env} α={alpha}: {len(runs)} seeds, up to step {max(r['steps'][-1] for r in runs)}"
-             for (env, alpha), runs in sorted(groups.items())]
+    notes = summary_notes(unfinished)
+    seeds = [runs_line(env, alpha, runs) for (env, alpha), runs in sorted(groups.items())]
     lines = ["# Results", "", table, "", *notes, "", "Runs per cell:", "", *[f"- {s}" for s in seeds], ""]
     curves = {}
     if envs:
         lines += published_section(groups, envs, alphas, published)
-        lines += statistics_section(groups, envs, alphas)
+        lines += statistics_section(groups, envs, alphas, above)
         curves = sample_efficiency(groups, envs, alphas)
         if curves:
             lines += ["Sample efficiency: IQM over runs of the normalized score (each run's mean over its last "
                       "10 episodes by that step) against env steps, shaded 95% stratified bootstrap interval "
                       "(2,000 resamples); one panel per step budget:", "",
                       "![sample efficiency](sample_efficiency.png)", ""]
-    if skipped:
-        lines += ["Skipped runs:", "", *[f"- {name}: {why}" for name, why in skipped], ""]
-    if envs:
-        lines += ["Learning curves (mean over seeds, smoothed over 10 episodes, shaded ± std):", "",
-                  "![learning curves](learning_curves.png)", ""]
+    lines += closing_lines(skipped, envs)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-    written = [out / "results.md"]
-    if envs:
-        plot(groups, envs, alphas, out / "learning_curves.png")
-        written.append(out / "learning_curves.png")
+    # the same alpha has the same colour in every panel
+    panels = [(env, [(alpha_header(alpha), f"C{alphas.index(alpha)}", groups[env, alpha])
+                     for alpha in alphas if groups.get((env, alpha))]) for env in envs]
+    written = write_files(out, lines, panels)
     if curves:
         plot_sample_efficiency(curves, alphas, out / "sample_efficiency.png")
         written.append(out / "sample_efficiency.png")
+    tell(table if envs else "no runs with episodes yet", notes, skipped, written)
 
-    print(table if envs else "no runs with episodes yet")
+
+def closing_lines(skipped, any_runs):
+    lines = ["Skipped runs:", "", *[f"- {name}: {why}" for name, why in skipped], ""] if skipped else []
+    if any_runs:
+        lines += ["Learning curves (mean over seeds, smoothed over 10 episodes, shaded ± std):", "",
+                  "![learning curves](learning_curves.png)", ""]
+    return lines
+
+
+def write_parity_report(arms, skipped, out, above=None):
+    """The arms (implementations) side by side per env and alpha; each compared with the first."""
+    names = list(arms)
+    base = names[0]
+    cells = by_cell({key for groups in arms.values() for key in groups})
+    rows, unfinished = [], 0
+    for env, alpha in cells:
+        row = [env, alpha_header(alpha)]
+        for name in names:
+            cell, n = summary_cell(arms[name].get((env, alpha), []))
+            row.append(cell)
+            unfinished += n
+        rows.append(row)
+    table = markdown_table(["", "", *names], rows)
+    notes = summary_notes(unfinished)
+    seeds = [f"{name}: {runs_line(env, alpha, arms[name][env, alpha])}"
+             for name in names for env, alpha in cells if (env, alpha) in arms[name]]
+    lines = ["# Implementations compared", "", f"Arms: {', '.join(names)}; each is compared with the first, {base}.",
+             "", table, "", *notes, "", "Runs per cell:", "", *[f"- {s}" for s in seeds], ""]
+
+    if cells:
+        rows, pairs = [], {name: [] for name in names[1:]}
+        for env, alpha in cells:
+            y = finals(arms[base][env, alpha]) if (env, alpha) in arms[base] else None
+            for name in names:
+                if (env, alpha) not in arms[name]:
+                    continue
+                x = finals(arms[name][env, alpha])
+                p = "—"
+                if name != base and y is not None:
+                    pairs[name] += [x, y]
+                    p = improvement_cell(x, y)
+                rows.append([env, alpha_header(alpha), name, *estimate_cells(arms[name][env, alpha], above), p])
+        header = ["", "", "arm", "runs", "IQM [95% CI]", "mean [95% CI]", *above_header(above),
+                  f"P(arm > {base}) [95% CI]"]
+        lines += ["## Statistics over seeds", "",
+                  "As for the alphas of a sweep (Agarwal et al., 2021): IQM, the interquartile mean of the final "
+                  "returns (25% trimmed from each end); P(arm > " + base + "), the probability of improvement: the "
+                  "chance that a random run of the arm ends above a random run of " + base + " on the same env and "
+                  "α (ties count 1/2). [95% confidence interval]: percentile bootstrap, 10,000 resamples, fixed "
+                  "seed, each arm's runs resampled on their own; (—) where a cell has fewer than 2 runs.", "",
+                  markdown_table(header, rows), "", *above_note(above)]
+        if len(cells) > 1:
+            lines += parity_aggregate(arms, cells, pairs)
+
+    lines += closing_lines(skipped, cells)
+    panels = [(f"{env} {alpha_header(alpha)}", [(name, f"C{i}", arms[name][env, alpha])
+                                               for i, name in enumerate(names) if (env, alpha) in arms[name]])
+              for env, alpha in cells]
+    written = write_files(out, lines, panels)
+    tell(table if cells else "no runs with episodes yet", notes, skipped, written)
+
+
+def parity_aggregate(arms, cells, pairs):
+    """Per arm, over its (env, alpha) cells: the normalized IQM and the mean P(arm > first arm)."""
+    names, base = list(arms), next(iter(arms))
+    scored = [(env, alpha) for env, alpha in cells if score_range(env)]
+    rows = []
+    for name in names:
+        samples = [normalized(env, finals(arms[name][env, alpha])) for env, alpha in scored
+                   if (env, alpha) in arms[name]]
+        rows.append([name, *(aggregate_cells(samples) if samples else ["0", "0", "—", "—"]),
+                     "—" if name == base else mean_improvement_cell(pairs[name], "cell")])
+    envs = sorted({env for env, _ in cells})
+    return ["Over the (env, α) cells: the IQM of all runs' normalized final returns together and the mean of "
+            "the cells' means (stratified bootstrap: runs resampled within each cell), and the mean over cells "
+            f"of P(arm > {base}):", "",
+            markdown_table(["", "cells", "runs", "normalized IQM [95% CI]", "normalized mean [95% CI]",
+                            f"mean P(arm > {base}) [95% CI]"], rows), "",
+            *normalization_notes([e for e in envs if score_range(e)], [e for e in envs if not score_range(e)])]
+
+
+def write_files(out, lines, panels):
+    """results.md and, where there are runs, learning_curves.png; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    written = [out / "results.md"]
+    if panels:
+        plot(panels, out / "learning_curves.png")
+        written.append(out / "learning_curves.png")
+    return written
+
+
+def tell(table, notes, skipped, written):
+    print(table)
     for note in notes:
         print(note)
     for name, why in skipped:
@@ -511,30 +688,37 @@ def fail(message):
 
 def main(argv=None):
     parser = Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, metavar="RUNS_DIR_OR_CSV",
+    parser.add_argument("source", type=Path, metavar="RUNS_DIR_OR_CSV", nargs="?",
                         help="the --out directory of sweep.sh, or an episodes CSV (.csv or .csv.gz) from --export")
+    parser.add_argument("--arms", nargs="+", metavar="[NAME=]DIR_OR_CSV",
+                        help="instead of RUNS_DIR_OR_CSV: implementations to compare, each a sweep's directory or "
+                             "an episodes CSV of one arm, named NAME (default: the folder's or file's name); "
+                             "the first is the one the others are compared with")
     parser.add_argument("--out", type=Path, metavar="DIR", help="where to write results.md and the figures")
     parser.add_argument("--export", type=Path, metavar="CSV",
                         help="write every episode of every run to this CSV (gzipped if it ends in .gz)")
+    parser.add_argument("--above", type=float, metavar="RETURN",
+                        help="also count, per env and alpha (or arm), the runs whose final return is above this")
     args = parser.parse_args(argv)
     if args.out is None and args.export is None:
         fail("nothing to do: give --out DIR, --export CSV, or both")
+    if (args.source is None) == (args.arms is None):
+        fail("give one input: RUNS_DIR_OR_CSV, or --arms [NAME=]DIR_OR_CSV ... to compare implementations")
+    if args.above is not None and not math.isfinite(args.above):
+        fail(f"--above must be a finite number, got {args.above}")
     try:
-        if not args.source.exists():
-            raise BadInput(f"{args.source} does not exist")
-        if args.source.is_dir():
-            groups, skipped = load_run_dirs(args.source)
-        else:
-            groups, skipped = load_csv(args.source), []
-        published = published_by_alpha()
+        arms, skipped = load_arms(args.arms) if args.arms else load_source(args.source)
         if args.export:
-            export_csv(groups, args.export)
-            episodes = sum(len(r["steps"]) for runs in groups.values() for r in runs)
-            unfinished = sum(not r["finished"] for runs in groups.values() for r in runs)
-            print(f"exported {episodes} episodes of {sum(map(len, groups.values()))} runs to {args.export}"
+            export_csv(arms, args.export)
+            runs = [r for groups in arms.values() for rs in groups.values() for r in rs]
+            unfinished = sum(not r["finished"] for r in runs)
+            print(f"exported {sum(len(r['steps']) for r in runs)} episodes of {len(runs)} runs"
+                  + (f" of {plural(len(arms), 'arm')}" if list(arms) != [None] else "") + f" to {args.export}"
                   + (f" ({unfinished} of them unfinished: their episodes so far)" if unfinished else ""))
-        if args.out:
-            write_report(groups, skipped, published, args.out)
+        if args.out and list(arms) == [None]:
+            write_report(arms[None], skipped, published_by_alpha(), args.out, args.above)
+        elif args.out:
+            write_parity_report(arms, skipped, args.out, args.above)
     except BadInput as e:
         fail(str(e))
     except OSError as e:  # unreadable input, unwritable output

@@ -327,7 +327,7 @@ def test_export_then_read_gives_the_same_episodes(run_dirs, tmp_path, capsys):
     assert rows[-1][:4] == [SWINGUP, "0.5", "3", "6000"] and rows[-1][5] == "1000"
     assert len(rows) == 1 + 186
     # the same export twice is the same bytes (no time stamp in the gzip header)
-    report.export_csv(back, tmp_path / "again.csv.gz")
+    report.export_csv({None: back}, tmp_path / "again.csv.gz")
     assert (tmp_path / "again.csv.gz").read_bytes() == (tmp_path / "episodes.csv.gz").read_bytes()
 
 
