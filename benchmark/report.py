@@ -1,12 +1,15 @@
 """Tables, statistics and learning curves from a sweep of benchmark/sweep.sh.
 
-    python benchmark/report.py RUNS_DIR_OR_CSV --out DIR [--export CSV]
+    python benchmark/report.py RUNS_DIR_OR_CSV --out DIR [--export CSV] [--above RETURN]
+    python benchmark/report.py --arms [NAME=]DIR_OR_CSV ... --out DIR [--export CSV] [--above RETURN]
 
     # a sweep's tables and curves, also while it is still running
     python benchmark/report.py benchmark/runs --out benchmark/results
     # keep its episodes as data, then rebuild the report from that file alone
     python benchmark/report.py benchmark/runs --export benchmark/results/episodes.csv.gz
     python benchmark/report.py benchmark/results/episodes.csv.gz --out benchmark/results
+    # implementations compared (benchmark/parity.sh's arms), the first arm against the others
+    python benchmark/report.py --arms OUT/reference-mujoco237 OUT/ours-mujoco237 OUT/ours-mujoco3 --out DIR
 
 The input is either RUNS_DIR, the --out directory of sweep.sh (one directory per run,
 named <env>__alpha<A>__seed<S>, with the real env id in its env_id file), or a CSV of
@@ -18,6 +21,17 @@ made from the export is byte for byte the one made from the run directories. Onl
 directories know which runs are unfinished (DONE) or unusable; an export keeps every
 run that has episodes, and a report made from it marks none as unfinished. Runs are
 grouped by (env, alpha); alpha 0 is PPO.
+
+--arms compares implementations instead of alphas: each arm is a sweep's directory or a
+one-arm CSV, named NAME or after its folder or file; the first arm is the one the others
+are compared with. Its --export adds a first column, arm, in the arms' order, and a report
+made from that CSV is the comparison again, byte for byte. OUT/results.md then holds,
+per env and alpha, each arm's mean ± std, runs, IQM [95% CI] and mean [95% CI] of the
+final returns, and P(arm > first arm) [95% CI], computed as below; with more than one
+(env, alpha), each arm's normalized IQM and mean P over them (stratified by env and
+alpha). OUT/learning_curves.png has one panel per env and alpha, one line per arm.
+--above RETURN adds to either report how many runs of each cell end above RETURN
+(results.md names the flag, so the report can be rebuilt with it).
 
 A run's *final return*, the *normalized score* and the aggregate *IQM* are defined once,
 in benchmark/score.py, which tune.py uses too: a tuner trial's value is the aggregate

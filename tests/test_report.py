@@ -368,6 +368,108 @@ def test_run_whose_lengths_do_not_pair_with_returns_is_skipped(tmp_path):
                         "do not pair up (1 against 0 points)")]
 
 
+# ------------------------------------------------------------------------------- implementations compared (--arms)
+CHEETAH = "HalfCheetah-v4"
+# final returns per arm and cell; the reference first, as benchmark/parity.sh names the arms
+ARMS = {
+    "reference-mujoco237": {(CHEETAH, "0.01"): [1000.0, 2000.0, 3000.0, 4000.0, 5000.0], ("Pendulum-v1", "0.5"): [-200.0, -150.0]},
+    "ours-mujoco237": {(CHEETAH, "0.01"): [1500.0, 2500.0, 3500.0, 4500.0], ("Pendulum-v1", "0.5"): [-160.0, -140.0]},
+    "ours-mujoco3": {(CHEETAH, "0.01"): [3000.0, 3000.0, 6000.0]},
+}
+
+
+@pytest.fixture(scope="module")
+def arms_report(tmp_path_factory):
+    """Three arms of sweep.sh directories (every episode of a run scores its final return), their
+    comparison with --above 3000, and its export."""
+    root = tmp_path_factory.mktemp("arms")
+    for arm, cells in ARMS.items():
+        for (env, alpha), values in cells.items():
+            for seed, value in enumerate(values, start=1):
+                write_run(root / arm, env, alpha, seed, [value] * 10, episode_length=1000 if env == CHEETAH else 200)
+    specs = [f"{arm}={root / arm}" if arm != "ours-mujoco3" else str(root / arm) for arm in ARMS]  # a name, or the folder's
+    result = run_report("--arms", *specs, "--above", "3000", "--out", root / "report", "--export", root / "episodes.csv.gz")
+    assert result.returncode == 0, result.stderr
+    assert "exported 160 episodes of 16 runs of 3 arms" in result.stdout
+    return root, (root / "report" / "results.md").read_text()
+
+
+def test_arms_per_env_and_alpha_by_hand(arms_report):
+    _, md = arms_report
+    assert "Arms: reference-mujoco237, ours-mujoco237, ours-mujoco3; each is compared with the first, reference-mujoco237." in md
+    assert table(md, ["", "", "reference-mujoco237"], labels=2) == {
+        (CHEETAH, "RPO α=0.01"): ["3000.00 ± 1414.21", "3000.00 ± 1118.03", "4000.00 ± 1414.21"],
+        ("Pendulum-v1", "RPO α=0.5"): ["-175.00 ± 25.00", "-150.00 ± 10.00", "—"]}
+    rows = table(md, ["", "", "arm", "runs", "IQM [95% CI]", "mean [95% CI]", "above 3000",
+                      "P(arm > reference-mujoco237) [95% CI]"], labels=3)
+    ref, ours237, ours3 = (rows[CHEETAH, "RPO α=0.01", arm] for arm in ARMS)
+    # IQM: of 5 runs one is cut from each end (2000, 3000, 4000), of 4 one (2500, 3500), of 3 none
+    assert [row[0] for row in (ref, ours237, ours3)] == ["5", "4", "3"]
+    assert [estimate(row[1])[0] for row in (ref, ours237, ours3)] == [3000.0, 3000.0, 4000.0]
+    assert [estimate(row[2])[0] for row in (ref, ours237, ours3)] == [3000.0, 3000.0, 4000.0]
+    assert [row[3] for row in (ref, ours237, ours3)] == ["2 of 5", "2 of 4", "1 of 3"]  # 3000 is not above 3000
+    assert ref[4] == "—"
+    # P(ours > reference): 1500, 2500, 3500, 4500 beat 1, 2, 3, 4 of the 5 reference runs: 10 of 20 pairs;
+    # 3000 beats 1000 and 2000 and ties 3000 (2.5 each, twice), 6000 beats all 5: 10 of 15
+    assert estimate(ours237[4])[0] == 0.5 and estimate(ours3[4])[0] == pytest.approx(10 / 15, abs=0.005)
+    for row in (ref, ours237, ours3):
+        for cell in row[1:3] + row[4:] if row is not ref else row[1:3]:
+            point, low, high = estimate(cell)
+            assert low <= point <= high
+    # Pendulum: -160 beats -200 only, -140 both: 3 of 4; two runs each, so intervals
+    assert estimate(rows["Pendulum-v1", "RPO α=0.5", "ours-mujoco237"][4])[0] == 0.75
+    assert ("Pendulum-v1", "RPO α=0.5", "ours-mujoco3") not in rows
+    assert "above 3000: how many of the runs have a final return above 3000 (`--above 3000`)." in md
+    assert "- ours-mujoco3: HalfCheetah-v4 α=0.01: 3 seeds, up to step 10000" in md
+
+
+def test_arms_aggregate_over_cells_by_hand(arms_report):
+    _, md = arms_report
+    rows = table(md, ["", "cells", "runs", "normalized IQM [95% CI]"])
+    low, high, _ = score.score_range(CHEETAH)
+    cheetah = [(v - low) / (high - low) for v in ARMS["reference-mujoco237"][CHEETAH, "0.01"]]
+    pooled = sorted(cheetah + [pendulum(-200.0), pendulum(-150.0)])  # 7 runs: 1 cut from each end
+    assert rows["reference-mujoco237"][:2] == ["2", "7"]
+    assert estimate(rows["reference-mujoco237"][2])[0] == pytest.approx(np.mean(pooled[1:6]), abs=5e-4)
+    assert rows["reference-mujoco237"][4] == "—"
+    # mean over cells of P(arm > reference): (0.5 + 0.75) / 2 over 2 cells; ours-mujoco3 has one cell
+    assert rows["ours-mujoco237"][4].startswith(f"{0.625:.2f} [") and rows["ours-mujoco237"][4].endswith("(2 cells)")
+    assert estimate(rows["ours-mujoco3"][4])[0] == pytest.approx(10 / 15, abs=0.005)
+    assert rows["ours-mujoco3"][:2] == ["1", "3"] and rows["ours-mujoco3"][4].endswith("(1 cell)")
+
+
+def test_arms_rebuild_from_their_export_byte_for_byte(arms_report, tmp_path):
+    root, md = arms_report
+    rows = list(csv.reader(gzip.open(root / "episodes.csv.gz", "rt")))
+    assert rows[0] == ["arm", *report.COLUMNS]
+    # arms in the order given (the reference first, though not first by name), then env, alpha and seed
+    assert list(dict.fromkeys(row[0] for row in rows[1:])) == list(ARMS)
+    assert rows[1] == ["reference-mujoco237", CHEETAH, "0.01", "1", "1000", "1000.0", "1000"]
+    assert len(rows) == 1 + 160
+    # the export alone rebuilds the comparison; --above as results.md names it
+    result = run_report(root / "episodes.csv.gz", "--above", "3000", "--out", tmp_path, "--export", tmp_path / "again.csv.gz")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "results.md").read_text() == md
+    assert (tmp_path / "again.csv.gz").read_bytes() == (root / "episodes.csv.gz").read_bytes()
+    assert (tmp_path / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # arms read from one-arm CSVs are the same arms
+    for arm in ARMS:
+        assert report.main([str(root / arm), "--export", str(tmp_path / f"{arm}.csv")]) == 0
+    assert report.main(["--arms", *(f"{arm}={tmp_path / arm}.csv" for arm in ARMS), "--above", "3000",
+                        "--out", str(tmp_path / "r2")]) == 0
+    assert (tmp_path / "r2" / "results.md").read_text() == md
+
+
+def test_above_in_a_sweep_report(tmp_path):
+    write_csv(tmp_path / "e.csv", {("Pendulum-v1", "0", s): [v] * 10 for s, v in ((1, -300.0), (2, -100.0), (3, -150.0))})
+    result = run_report(tmp_path / "e.csv", "--above", "-160", "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert table(md, ["", "", "runs", "IQM [95% CI]", "mean [95% CI]", "above -160"], labels=2)[
+        "Pendulum-v1", "PPO (α=0)"][3] == "2 of 3"
+    assert "(`--above -160`)" in md
+
+
 # ------------------------------------------------------------------------------- bad input
 def one_line_error(result, message):
     assert result.returncode == 2, result.stdout + result.stderr
@@ -400,6 +502,33 @@ def test_csv_with_a_bad_value_names_its_line(tmp_path):
 def test_nothing_to_do_and_unknown_flags_are_one_line(tmp_path):
     one_line_error(run_report(tmp_path), "nothing to do")
     one_line_error(run_report(tmp_path, "--bogus"), "unrecognized arguments: --bogus")
+
+
+def test_arms_bad_input_is_one_line(tmp_path, capsys):
+    def fails(*args):
+        with pytest.raises(SystemExit) as exit:
+            report.main([str(a) for a in args])
+        err = capsys.readouterr().err
+        return subprocess.CompletedProcess(args, exit.value.code, "", err)
+
+    for arm in ("a", "b"):
+        write_csv(tmp_path / f"{arm}.csv", {("Pendulum-v1", "0", 1): [-5.0]})
+    one_line_error(run_report("--arms", tmp_path / "a.csv", "--out", tmp_path / "r"), "--arms needs two or more")
+    one_line_error(fails("--arms", f"x={tmp_path / 'a.csv'}", f"x={tmp_path / 'b.csv'}", "--out", tmp_path / "r"),
+                   "two arms are named x")
+    one_line_error(fails("--arms", tmp_path / "a.csv", tmp_path / "nope", "--out", tmp_path / "r"), "nope does not exist")
+    one_line_error(fails(tmp_path / "a.csv", "--arms", tmp_path / "a.csv", tmp_path / "b.csv", "--out", tmp_path / "r"),
+                   "give one input")
+    one_line_error(fails("--out", tmp_path / "r"), "give one input")
+    one_line_error(fails(tmp_path / "a.csv", "--above", "lots", "--out", tmp_path / "r"), "--above: invalid float")
+    one_line_error(fails(tmp_path / "a.csv", "--above", "nan", "--out", tmp_path / "r"), "--above must be a finite number")
+    # a CSV of several arms is one input, not an arm
+    assert report.main(["--arms", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--export", str(tmp_path / "ab.csv")]) == 0
+    one_line_error(fails("--arms", tmp_path / "ab.csv", tmp_path / "b.csv", "--out", tmp_path / "r"),
+                   "ab.csv: holds arms of its own")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(report.BadInput, match="holds 2 arms"):
+        report.load_csv(tmp_path / "ab.csv")
 
 
 # ------------------------------------------------------------------------------- published.csv
@@ -464,6 +593,8 @@ def test_published_csv_has_every_row_of_the_seed_tables():
 @pytest.mark.parametrize("export", sorted(RESULTS.rglob("episodes.csv.gz")), ids=lambda p: str(p.parent.relative_to(RESULTS)))
 def test_committed_results_regenerate_from_the_committed_csv(tmp_path, export):
     # every committed study: benchmark/results/episodes.csv.gz and any benchmark/results/<name>/episodes.csv.gz
-    result = run_report(export, "--out", tmp_path)
+    # (a report made with --above names the flag; an export with an arm column is a comparison of arms)
+    flags = re.findall(r"\(`(--above) (\S+)`\)", (export.parent / "results.md").read_text())
+    result = run_report(export, "--out", tmp_path, *(flags[0] if flags else ()))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "results.md").read_bytes() == (export.parent / "results.md").read_bytes()
