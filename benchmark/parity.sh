@@ -65,7 +65,8 @@ for arm in "${arm_list[@]}"; do
     command -v "$py" >/dev/null || die "arm $arm: no python at $py; ${how[$arm]}"
     version=$("$py" -c 'import mujoco; print(mujoco.__version__)' 2>/dev/null) ||
         die "arm $arm: $py cannot import mujoco; ${how[$arm]}"
-    [[ $version == "${want[$arm]}"* ]] || die "arm $arm needs mujoco ${want[$arm]}x but $py has mujoco $version"
+    wanted=${want[$arm]}
+    [[ $version == "$wanted"* ]] || die "arm $arm needs mujoco ${wanted/%./.x} but $py has mujoco $version"
 done
 if [[ " ${arm_list[*]} " == *" reference-mujoco237 "* ]]; then
     script=${RPO_REFERENCE:-/tmp/rpo-reference/rpo_reference.py}

@@ -1,0 +1,229 @@
+"""Parity with the reference: benchmark/parity.sh runs the reference RPO script (through
+benchmark/reference_trainer.py) and ours through benchmark/sweep.sh, and report.py --arms compares them.
+
+The end-to-end test trains the real reference (../shared/reference/setup.sh builds it in
+/tmp/rpo-reference; REF_DIR moves it) and ours on Pendulum-v1 for 2,048 steps; the arm on mujoco
+2.3.7 joins where PUBLISHED_PYTHON or .venv-mujoco237 has that simulator. The adapter's own
+behaviour is tested with a stand-in reference script, on this venv's python.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import episodic_returns, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+PARITY = ROOT / "benchmark" / "parity.sh"
+ADAPTER = ROOT / "benchmark" / "reference_trainer.py"
+REPORT = ROOT / "benchmark" / "report.py"
+REF_DIR = Path(os.environ.get("REF_DIR", "/tmp/rpo-reference"))
+SETUP = ROOT.parent / "shared" / "reference" / "setup.sh"
+ENV = "Pendulum-v1"  # 200-step episodes
+TINY = ["--total-timesteps", "2048", "--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2"]
+
+sys.path.insert(0, str(ROOT / "benchmark"))
+import reference_trainer  # noqa: E402
+import score  # noqa: E402
+
+
+def mujoco_version(python):
+    proc = subprocess.run([python, "-c", "import mujoco; print(mujoco.__version__)"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """(python, script) of the reference, built by ../shared/reference/setup.sh where it is not yet."""
+    python, script = REF_DIR / "venv" / "bin" / "python", REF_DIR / "rpo_reference.py"
+    if not (python.is_file() and script.is_file()):
+        if not SETUP.is_file():
+            pytest.skip(f"the reference is not built in {REF_DIR} and {SETUP} is not beside the repo")
+        proc = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "REF_DIR": str(REF_DIR)})
+        if proc.returncode != 0:
+            pytest.skip(f"could not build the reference with {SETUP}: {(proc.stderr.strip() or '?').splitlines()[-1]}")
+    return str(python), str(script)
+
+
+def parity_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PUBLISHED_PYTHON", "REFERENCE_PYTHON", "RPO_REFERENCE")}
+    return {**env, "PYTHON": sys.executable, **extra}
+
+
+def parity(out, *args, env, trainer=TINY):
+    return subprocess.run([str(PARITY), "--env-ids", ENV, "--alphas", "0.5", "--out", str(out), *args, "--", *trainer],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+# ------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def parity_study(reference, tmp_path_factory):
+    """Two seeds per arm through parity.sh: the reference, ours on mujoco 3, and ours on 2.3.7 where there is one."""
+    python, script = reference
+    published = os.environ.get("PUBLISHED_PYTHON") or str(ROOT / ".venv-mujoco237" / "bin" / "python")
+    arms = ["reference-mujoco237", "ours-mujoco3"]
+    if mujoco_version(published) == "2.3.7":
+        arms.insert(1, "ours-mujoco237")
+    env = parity_env(REFERENCE_PYTHON=python, RPO_REFERENCE=script, PUBLISHED_PYTHON=published)
+    out = tmp_path_factory.mktemp("parity") / "study"
+    result = parity(out, "--seeds", "2", "--workers", "2", "--arms", " ".join(arms), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, arms, env, result
+
+
+def test_parity_runs_every_arm_through_sweep(parity_study):
+    out, arms, _, result = parity_study
+    assert sorted(p.name for p in out.iterdir()) == sorted(arms)
+    assert f"parity: all arms finished in {out}" in result.stdout
+    for arm in arms:
+        versions = (out / arm / "versions").read_text()
+        assert versions.count("\n") == 1 and ("mujoco 2.3.7" in versions) == arm.endswith("237"), versions
+        assert ("gymnasium 0.29" in versions) == arm.startswith("reference"), versions
+        for seed in (1, 2):
+            run = out / arm / f"{ENV}__alpha0.5__seed{seed}"
+            assert (run / "DONE").is_file(), (run / "train.log").read_text()[-2000:]
+            # the run's name says which script trained it, with this seed
+            [events] = run.rglob("events.out.tfevents.*")
+            script = "rpo_reference" if arm.startswith("reference") else "rpo_continuous_action"
+            assert events.parent.name.startswith(f"{ENV}__{script}__{seed}__"), events
+            # ours keep a checkpoint to resume from; the reference writes none
+            assert bool(list(run.rglob("*.cleanrl_model"))) == arm.startswith("ours"), arm
+
+
+def test_reference_episodes_are_read_by_the_report(parity_study):
+    out, _, _, _ = parity_study
+    groups, skipped = score.load_run_dirs(out / "reference-mujoco237")
+    assert skipped == []
+    runs = groups[ENV, "0.5"]
+    assert [r["seed"] for r in runs] == [1, 2]
+    for run in runs:
+        # every 200-step episode of 2,048 steps, as the reference's own event file holds it
+        assert list(run["steps"]) == list(range(200, 2001, 200)) and list(run["lengths"]) == [200] * 10
+        direct = episodic_returns(out / "reference-mujoco237" / f"{ENV}__alpha0.5__seed{run['seed']}")
+        assert [(int(s), float(v)) for s, v in zip(run["steps"], run["returns"])] == direct
+        assert all(-2000 < v < 0 for v in run["returns"])  # Pendulum's returns
+    # the two seeds are two different runs
+    assert list(runs[0]["returns"]) != list(runs[1]["returns"])
+
+
+def test_report_compares_the_arms(parity_study, tmp_path):
+    out, arms, _, _ = parity_study
+    result = subprocess.run([sys.executable, str(REPORT), "--arms", *(str(out / arm) for arm in arms),
+                             "--out", str(tmp_path / "r"), "--export", str(tmp_path / "e.csv.gz")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"exported {10 * 2 * len(arms)} episodes of {2 * len(arms)} runs of {len(arms)} arms" in result.stdout
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert f"Arms: {', '.join(arms)}; each is compared with the first, reference-mujoco237." in md
+    for arm in arms:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {ENV} | RPO α=0.5 | {arm} | 2 |"))
+        p = row.rstrip(" |").rsplit("| ", 1)[1]
+        assert (p == "—") == (arm == "reference-mujoco237"), row  # P(arm > reference) [CI] for the others
+    assert "Skipped runs" not in md
+
+
+def test_rerun_resumes_and_runs_nothing_more(parity_study):
+    out, arms, env, _ = parity_study
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    result = parity(out, "--seeds", "2", "--workers", "2", "--arms", " ".join(arms), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("(finished earlier)") == 2 * len(arms)
+    assert result.stdout.count("nothing to do") == len(arms)
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the same stack: versions gets no new line
+
+
+# ------------------------------------------------------------------------------- the adapter
+STAND_IN = """import os, sys, time, torch
+print("argv", sys.argv[1:], "threads", torch.get_num_threads(), "name", __name__, flush=True)
+if "--sleep" in sys.argv:
+    open("started", "w").close()
+    time.sleep(60)
+"""
+
+
+def adapter(tmp_path, *args, script=None):
+    env = {**os.environ, "RPO_REFERENCE": str(script or tmp_path / "stand_in.py")}
+    return subprocess.run([sys.executable, str(ADAPTER), *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+
+
+def test_adapter_drops_what_the_reference_lacks_and_sets_threads(tmp_path):
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    result = adapter(tmp_path, "--env-id", ENV, "--seed", "3", "--rpo-alpha", "0.01", "--save-model", "--torch-threads", "1",
+                     "--resume", "x.cleanrl_model", "--total-timesteps", "4096")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("argv ['--env-id', 'Pendulum-v1', '--seed', '3', '--rpo-alpha', '0.01', "
+                                     "'--total-timesteps', '4096'] threads 1 name __main__")
+    assert reference_trainer.reference_argv(["--torch-threads=3", "--resume=a", "--no-save-model", "--seed", "2"]) == (
+        ["--seed", "2"], 3)
+    assert reference_trainer.reference_argv(["--seed", "1"]) == (["--seed", "1"], None)
+
+
+def test_adapter_says_the_reference_restarts_when_stopped(tmp_path):
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    env = {**os.environ, "RPO_REFERENCE": str(tmp_path / "stand_in.py")}
+    proc = subprocess.Popen([sys.executable, str(ADAPTER), "--sleep"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), "the stand-in to start", timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143  # 128 + SIGTERM, as sweep.sh expects of a stopped trainer
+    assert stderr.strip().splitlines()[-1] == reference_trainer.INTERRUPTED
+    assert "Traceback" not in stderr
+
+
+def test_adapter_bad_input_is_one_line(tmp_path):
+    result = adapter(tmp_path, "--seed", "1", script=tmp_path / "nope.py")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "nope.py does not exist" in result.stderr
+    assert "shared/reference/setup.sh" in result.stderr
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    result = adapter(tmp_path, "--torch-threads", "0")
+    assert result.returncode == 2 and result.stderr == (
+        "reference_trainer.py: error: --torch-threads must be an integer >= 1, got '0'\n")
+
+
+# ------------------------------------------------------------------------------- parity.sh's bad input
+def fake_python(tmp_path, mujoco):
+    """A 'python' that answers every command with a mujoco version: parity.sh's checks only ask that."""
+    path = tmp_path / f"python-{mujoco}"
+    path.write_text(f"#!/bin/sh\necho {mujoco}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    ([], {}, "no --out given"),
+    (["--out"], {}, "option --out needs a value"),
+    (["--out", "OUT", "--arms", "ours-mujoco4"], {}, "unknown arm 'ours-mujoco4' (the arms: reference-mujoco237 "
+                                                     "ours-mujoco237 ours-mujoco3)"),
+    (["--out", "OUT", "--arms", " "], {}, "no arms given"),
+    (["--out", "OUT", "--arms", "ours-mujoco237"], {"PUBLISHED_PYTHON": "/nonexistent/python"},
+     "arm ours-mujoco237: no python at /nonexistent/python; build it with 'python3 -m venv .venv-mujoco237"),
+    (["--out", "OUT", "--arms", "ours-mujoco3"], {"PYTHON": "4.0.0"}, "arm ours-mujoco3 needs mujoco 3.x but"),
+    (["--out", "OUT", "--arms", "ours-mujoco3"], {"PYTHON": "2.3.7"}, "has mujoco 2.3.7"),
+    (["--out", "OUT", "--arms", "ours-mujoco237"], {"PUBLISHED_PYTHON": "3.17.0"}, "arm ours-mujoco237 needs mujoco 2.3.7 but"),
+    (["--out", "OUT", "--arms", "reference-mujoco237"], {"REFERENCE_PYTHON": "2.3.7", "RPO_REFERENCE": "/nonexistent.py"},
+     "no reference script at /nonexistent.py; build it with 'bash shared/reference/setup.sh'"),
+    # sweep.sh's own checks, passed through as its one line
+    (["--out", "OUT", "--arms", "ours-mujoco3", "--env-ids", ENV, "--seeds", "0"], {"PYTHON": "3.17.0"},
+     "sweep.sh: error: --seeds must be an integer >= 1, got '0'"),
+])
+def test_parity_bad_input_is_one_line(tmp_path, args, env, message):
+    # a version number stands for a python that has that mujoco
+    env = {k: fake_python(tmp_path, v) if v[0].isdigit() else v for k, v in env.items()}
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    result = subprocess.run([str(PARITY), *args], capture_output=True, text=True, env=parity_env(**env), timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr, result.stderr
+    if "sweep.sh" not in message:
+        assert result.stderr.startswith("parity.sh: error: ") and not (tmp_path / "out").exists()
