@@ -9,7 +9,7 @@
 #   reference-mujoco237  the reference script on its own stack (gymnasium 0.29, mujoco 2.3.7), run by
 #                        REFERENCE_PYTHON (default /tmp/rpo-reference/venv/bin/python) through
 #                        benchmark/reference_trainer.py; RPO_REFERENCE is the script
-#                        (default /tmp/rpo-reference/rpo_reference.py); shared/reference/setup.sh builds both
+#                        (default /tmp/rpo-reference/rpo_reference.py); ../shared/reference/setup.sh builds both
 #   ours-mujoco237       ours on the published simulator, PUBLISHED_PYTHON (default .venv-mujoco237/bin/python)
 #   ours-mujoco3         ours on mujoco 3.x, PYTHON (default .venv/bin/python)
 # Each python is checked first, and its mujoco version against the arm's name; OUT/<arm>/versions
@@ -55,7 +55,7 @@ trainer[reference-mujoco237]=$HERE/reference_trainer.py
 trainer[ours-mujoco237]=$ROOT/rpo_continuous_action.py
 trainer[ours-mujoco3]=$ROOT/rpo_continuous_action.py
 want[reference-mujoco237]="2.3.7" want[ours-mujoco237]="2.3.7" want[ours-mujoco3]="3."
-how[reference-mujoco237]="build it with 'bash shared/reference/setup.sh' or set REFERENCE_PYTHON"
+how[reference-mujoco237]="build it with 'bash ../shared/reference/setup.sh' or set REFERENCE_PYTHON"
 how[ours-mujoco237]="build it with 'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' or set PUBLISHED_PYTHON"
 how[ours-mujoco3]="build it with 'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[mujoco]\"' or set PYTHON"
 
@@ -70,7 +70,7 @@ for arm in "${arm_list[@]}"; do
 done
 if [[ " ${arm_list[*]} " == *" reference-mujoco237 "* ]]; then
     script=${RPO_REFERENCE:-/tmp/rpo-reference/rpo_reference.py}
-    [[ -f $script ]] || die "arm reference-mujoco237: no reference script at $script; build it with 'bash shared/reference/setup.sh' or set RPO_REFERENCE"
+    [[ -f $script ]] || die "arm reference-mujoco237: no reference script at $script; build it with 'bash ../shared/reference/setup.sh' or set RPO_REFERENCE"
 fi
 
 rc=0

@@ -53,7 +53,7 @@ def main(argv=None):
     script = os.environ.get("RPO_REFERENCE", DEFAULT)
     if not os.path.isfile(script):
         print(f"reference_trainer.py: error: the reference script {script} does not exist; build it with "
-              "`bash shared/reference/setup.sh` (or point RPO_REFERENCE at it)", file=sys.stderr)
+              "`bash ../shared/reference/setup.sh` (or point RPO_REFERENCE at it)", file=sys.stderr)
         return 2
     try:
         args, threads = reference_argv(argv)

@@ -212,7 +212,7 @@ def fake_python(tmp_path, mujoco):
     (["--out", "OUT", "--arms", "ours-mujoco3"], {"PYTHON": "2.3.7"}, "has mujoco 2.3.7"),
     (["--out", "OUT", "--arms", "ours-mujoco237"], {"PUBLISHED_PYTHON": "3.17.0"}, "arm ours-mujoco237 needs mujoco 2.3.7 but"),
     (["--out", "OUT", "--arms", "reference-mujoco237"], {"REFERENCE_PYTHON": "2.3.7", "RPO_REFERENCE": "/nonexistent.py"},
-     "no reference script at /nonexistent.py; build it with 'bash shared/reference/setup.sh'"),
+     "no reference script at /nonexistent.py; build it with 'bash ../shared/reference/setup.sh'"),
     # sweep.sh's own checks, passed through as its one line
     (["--out", "OUT", "--arms", "ours-mujoco3", "--env-ids", ENV, "--seeds", "0"], {"PYTHON": "3.17.0"},
      "sweep.sh: error: --seeds must be an integer >= 1, got '0'"),
