@@ -73,6 +73,12 @@ if [[ " ${arm_list[*]} " == *" reference-mujoco237 "* ]]; then
     [[ -f $script ]] || die "arm reference-mujoco237: no reference script at $script; build it with 'bash ../shared/reference/setup.sh' or set RPO_REFERENCE"
 fi
 
+# sweep.sh in a process group of its own: a Ctrl-C reaches only this script, which passes it on once, and
+# sweep.sh has its trainers checkpoint (ours) or stop (the reference) before it exits.
+set -m
+child=""
+trap '[[ -z $child ]] || kill -INT "$child" 2>/dev/null || true' INT
+trap '[[ -z $child ]] || kill -TERM "$child" 2>/dev/null || true' TERM
 rc=0
 for arm in "${arm_list[@]}"; do
     py=${python[$arm]}
@@ -83,8 +89,14 @@ print(f"python {sys.version.split()[0]} ({sys.executable}), gymnasium {gymnasium
       f"mujoco {mujoco.__version__}, torch {torch.__version__}")')
     grep -qxF "$versions" "$out/$arm/versions" 2>/dev/null || echo "$versions" >>"$out/$arm/versions"
     echo "=== $arm: $versions -> $out/$arm"
-    arm_rc=0
-    PYTHON=$py TRAINER=${trainer[$arm]} "$HERE/sweep.sh" "${sweep_args[@]}" --out "$out/$arm" -- "${trainer_args[@]}" || arm_rc=$?
+    PYTHON=$py TRAINER=${trainer[$arm]} "$HERE/sweep.sh" "${sweep_args[@]}" --out "$out/$arm" -- "${trainer_args[@]}" &
+    child=$!
+    # wait returns early when a trap ran; the last wait fetches sweep.sh's status (127: already fetched)
+    until arm_rc=0; wait "$child" || arm_rc=$?; ! kill -0 "$child" 2>/dev/null; do :; done
+    last=0
+    wait "$child" 2>/dev/null || last=$?
+    [[ $last == 127 ]] || arm_rc=$last
+    child=""
     case $arm_rc in
         0) ;;
         2 | 130 | 143) exit "$arm_rc" ;; # bad input (sweep.sh said why) or interrupted: rerun to resume

@@ -65,19 +65,22 @@ def main(argv=None):
 
         torch.set_num_threads(threads)
 
-    stopped_by = [signal.SIGINT]
+    stopped_by = []
 
-    def on_term(signum, frame):
-        stopped_by[0] = signum
+    def on_signal(signum, frame):
+        stopped_by.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)  # sweep.sh stops its trainers with SIGTERM or SIGINT
+    # sweep.sh stops its trainers with SIGINT or SIGTERM. It starts them in the background, where SIGINT
+    # is ignored and Python keeps it so: without a handler of its own, the reference would not stop.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     sys.argv = [script, *args]
     try:
         runpy.run_path(script, run_name="__main__")
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
-        return 128 + stopped_by[0]
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
     return 0
 
 

@@ -138,6 +138,33 @@ def test_rerun_resumes_and_runs_nothing_more(parity_study):
     assert {p: p.stat().st_mtime_ns for p in before} == before  # the same stack: versions gets no new line
 
 
+def test_interrupted_reference_run_starts_again_from_scratch(reference, tmp_path):
+    python, script = reference
+    env = parity_env(REFERENCE_PYTHON=python, RPO_REFERENCE=script)
+    out, run = tmp_path / "study", tmp_path / "study" / "reference-mujoco237" / f"{ENV}__alpha0.5__seed1"
+    args = [str(PARITY), "--env-ids", ENV, "--alphas", "0.5", "--seeds", "1", "--out", str(out), "--arms", "reference-mujoco237"]
+    runner = subprocess.Popen([*args, "--", "--total-timesteps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        wait_for(lambda: len(episodic_returns(run)) >= 2 if run.is_dir() else False, "the reference's first episodes")
+    finally:
+        runner.send_signal(signal.SIGINT)  # as a Ctrl-C: parity.sh passes it to sweep.sh, which stops the trainer
+        stdout, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == 130, stdout + stderr
+    assert "stopped Pendulum-v1 alpha=0.5 seed=1 (exit 130" in stdout
+    log = (run / "train.log").read_text()
+    assert reference_trainer.INTERRUPTED in log and log.rstrip().endswith("trainer exited with status 130")
+    assert not (run / "DONE").exists() and not list(run.rglob("*.cleanrl_model"))
+    stopped_at = max(step for step, _ in episodic_returns(run))
+    # the rerun (a smaller budget, to be quick) has no checkpoint to resume: the run starts over, the old events gone
+    rerun = subprocess.run([*args, "--", *TINY], capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "start Pendulum-v1 alpha=0.5 seed=1" in rerun.stdout and "resume" not in rerun.stdout
+    assert (run / "train.log").read_text().count("starting from scratch") == 2
+    assert len({p.parent for p in run.rglob("events.out.tfevents.*")}) == 1
+    assert [step for step, _ in episodic_returns(run)] == list(range(200, 2001, 200)) and stopped_at > 0
+
+
 # ------------------------------------------------------------------------------- the adapter
 STAND_IN = """import os, sys, time, torch
 print("argv", sys.argv[1:], "threads", torch.get_num_threads(), "name", __name__, flush=True)
