@@ -33,6 +33,8 @@ import score  # noqa: E402
 
 
 def mujoco_version(python):
+    if not os.path.isfile(python):
+        return None
     proc = subprocess.run([python, "-c", "import mujoco; print(mujoco.__version__)"], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
