@@ -200,7 +200,7 @@ def load_arms(specs):
     for spec in specs:
         name, _, where = spec.rpartition("=")
         path = Path(where)
-        name = name or path.name.split(".")[0]
+        name = name or path.name.removesuffix(".gz").removesuffix(".csv")
         if not name or not where:
             raise BadInput(f"--arms {spec}: expected [NAME=]DIR_OR_CSV")
         if name in arms:

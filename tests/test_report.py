@@ -524,6 +524,7 @@ def test_arms_bad_input_is_one_line(tmp_path, capsys):
     one_line_error(fails(tmp_path / "a.csv", "--above", "nan", "--out", tmp_path / "r"), "--above must be a finite number")
     # a CSV of several arms is one input, not an arm
     assert report.main(["--arms", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--export", str(tmp_path / "ab.csv")]) == 0
+    assert [row[0] for row in csv.reader(open(tmp_path / "ab.csv"))] == ["arm", "a", "b"]  # named after the files
     one_line_error(fails("--arms", tmp_path / "ab.csv", tmp_path / "b.csv", "--out", tmp_path / "r"),
                    "ab.csv: holds arms of its own")
     assert not (tmp_path / "r").exists()
