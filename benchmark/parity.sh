@@ -76,11 +76,12 @@ fi
 # sweep.sh in a process group of its own: a Ctrl-C reaches only this script, which passes it on once, and
 # sweep.sh has its trainers checkpoint (ours) or stop (the reference) before it exits.
 set -m
-child=""
-trap '[[ -z $child ]] || kill -INT "$child" 2>/dev/null || true' INT
-trap '[[ -z $child ]] || kill -TERM "$child" 2>/dev/null || true' TERM
+child="" stopping=""
+trap 'stopping=INT; [[ -z $child ]] || kill -INT "$child" 2>/dev/null || true' INT
+trap 'stopping=TERM; [[ -z $child ]] || kill -TERM "$child" 2>/dev/null || true' TERM
 rc=0
 for arm in "${arm_list[@]}"; do
+    [[ -z $stopping ]] || break
     py=${python[$arm]}
     mkdir -p "$out/$arm" || die "cannot create $out/$arm"
     # one line per stack this arm has run on: more than one line means a mixed arm
@@ -91,6 +92,7 @@ print(f"python {sys.version.split()[0]} ({sys.executable}), gymnasium {gymnasium
     echo "=== $arm: $versions -> $out/$arm"
     PYTHON=$py TRAINER=${trainer[$arm]} "$HERE/sweep.sh" "${sweep_args[@]}" --out "$out/$arm" -- "${trainer_args[@]}" &
     child=$!
+    [[ -z $stopping ]] || kill -"$stopping" "$child" 2>/dev/null || true # a signal that came before it started
     # wait returns early when a trap ran; the last wait fetches sweep.sh's status (127: already fetched)
     until arm_rc=0; wait "$child" || arm_rc=$?; ! kill -0 "$child" 2>/dev/null; do :; done
     last=0
@@ -103,5 +105,7 @@ print(f"python {sys.version.split()[0]} ({sys.executable}), gymnasium {gymnasium
         *) rc=$arm_rc ;;                 # some runs failed: the other arms still run
     esac
 done
+[[ $stopping == INT ]] && exit 130
+[[ $stopping == TERM ]] && exit 143
 [[ $rc == 0 ]] && echo "parity: all arms finished in $out"
 exit "$rc"
