@@ -180,8 +180,10 @@ class RunningMeanStd(gym.wrappers.utils.RunningMeanStd):
 class NormalizeObsReward(gym.vector.VectorWrapper):
     """The reference's per-env NormalizeObservation, clip(obs, -10, 10), NormalizeReward and clip(reward, -10, 10),
     for all sub-envs in one batch: the per-env wrappers cost more than a small simulator, and gymnasium's vector
-    versions refuse same-step autoreset. With one env the numbers are the per-env wrappers', bit for bit; with
-    several, the envs share one set of statistics (the per-env wrappers keep one each)."""
+    versions refuse same-step autoreset. With one env the numbers are gymnasium 1.x's per-env wrappers', bit for
+    bit, and the network sees what the reference's (gymnasium 0.29) would feed it, bit for bit, after the first
+    observation (0.29 starts its statistics in float64: 1e-10 apart there); with several envs, the envs share one
+    set of statistics (the per-env wrappers keep one each)."""
 
     def __init__(self, envs, gamma, epsilon=1e-8, clip=10.0):
         super().__init__(envs)

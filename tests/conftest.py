@@ -107,3 +107,20 @@ def job_done(job_id):
     if queue.returncode != 0:  # Slurm forgets a job some minutes after it ended
         return "Invalid job id" in queue.stderr
     return queue.stdout.strip() == ""
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """(python, script) of the reference RPO script on its own stack (gymnasium 0.29, mujoco 2.3.7), built by
+    ../shared/reference/setup.sh in /tmp/rpo-reference (REF_DIR moves it) where it is not yet."""
+    ref_dir = os.environ.get("REF_DIR", "/tmp/rpo-reference")
+    python, script = os.path.join(ref_dir, "venv", "bin", "python"), os.path.join(ref_dir, "rpo_reference.py")
+    setup = os.path.join(os.path.dirname(ROOT), "shared", "reference", "setup.sh")
+    if not (os.path.isfile(python) and os.path.isfile(script)):
+        if not os.path.isfile(setup):
+            pytest.skip(f"the reference is not built in {ref_dir} and {setup} is not beside the repo")
+        proc = subprocess.run(["bash", setup], capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "REF_DIR": ref_dir})
+        if proc.returncode != 0:
+            pytest.skip(f"could not build the reference with {setup}: {(proc.stderr.strip() or '?').splitlines()[-1]}")
+    return python, script

@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT / "benchmark" / "parity.sh"
 ADAPTER = ROOT / "benchmark" / "reference_trainer.py"
 REPORT = ROOT / "benchmark" / "report.py"
-REF_DIR = Path(os.environ.get("REF_DIR", "/tmp/rpo-reference"))
-SETUP = ROOT.parent / "shared" / "reference" / "setup.sh"
 ENV = "Pendulum-v1"  # 200-step episodes
 TINY = ["--total-timesteps", "2048", "--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2"]
 
@@ -39,20 +37,6 @@ def mujoco_version(python):
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """(python, script) of the reference, built by ../shared/reference/setup.sh where it is not yet."""
-    python, script = REF_DIR / "venv" / "bin" / "python", REF_DIR / "rpo_reference.py"
-    if not (python.is_file() and script.is_file()):
-        if not SETUP.is_file():
-            pytest.skip(f"the reference is not built in {REF_DIR} and {SETUP} is not beside the repo")
-        proc = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "REF_DIR": str(REF_DIR)})
-        if proc.returncode != 0:
-            pytest.skip(f"could not build the reference with {SETUP}: {(proc.stderr.strip() or '?').splitlines()[-1]}")
-    return str(python), str(script)
-
-
 def parity_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PUBLISHED_PYTHON", "REFERENCE_PYTHON", "RPO_REFERENCE")}
     return {**env, "PYTHON": sys.executable, **extra}
@@ -61,6 +45,68 @@ def parity_env(**extra):
 def parity(out, *args, env, trainer=TINY):
     return subprocess.run([str(PARITY), "--env-ids", ENV, "--alphas", "0.5", "--out", str(out), *args, "--", *trainer],
                           capture_output=True, text=True, env=env, timeout=900)
+
+
+# ------------------------------------------------------------------------------- the same math
+# The reference's own Agent, imported from its script in its own venv. It reads a global `device` that the
+# script defines only when run, so the import sets one.
+REFERENCE_AGENT = """
+import importlib.util, sys
+import gymnasium as gym, numpy as np, torch
+spec = importlib.util.spec_from_file_location("rpo_reference", sys.argv[1])
+ref = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ref)
+ref.device = torch.device("cpu")
+class Envs:
+    single_observation_space = gym.spaces.Box(-np.inf, np.inf, (17,))
+    single_action_space = gym.spaces.Box(-1.0, 1.0, (6,))
+data = torch.load(sys.argv[2])
+torch.manual_seed(1)
+agent = ref.Agent(Envs, data["rpo_alpha"])
+init = {k: v.clone() for k, v in agent.state_dict().items()}
+agent.load_state_dict(data["state"])
+torch.manual_seed(7)
+_, logprob, entropy, value = agent.get_action_and_value(data["x"], data["a"])
+torch.save({"init": init, "logprob": logprob, "entropy": entropy, "value": value}, sys.argv[3])
+"""
+
+
+def test_the_agent_is_the_references_from_its_seed_to_its_rpo_noise(reference, tmp_path):
+    """HalfCheetah's shapes: the same seed gives the same initial weights, bit for bit, and the same weights,
+    inputs and torch seed give the update's log-prob (through the same RPO noise), entropy and value up to
+    float rounding. With alpha = 0.5 another noise draw would move the log-prob by far more than rounding."""
+    import torch
+
+    import rpo_continuous_action as rpo
+
+    python, script = reference
+    torch.manual_seed(1)
+    agent = rpo.Agent(17, 6, rpo_alpha=0.5)
+    init = {k: v.clone() for k, v in agent.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a policy that is not the initial one: a spread-out mean and unequal sigmas
+        for p in agent.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    x, a = torch.randn(256, 17, generator=g), torch.randn(256, 6, generator=g)
+    torch.save({"rpo_alpha": 0.5, "state": agent.state_dict(), "x": x, "a": a}, tmp_path / "in.pt")
+    proc = subprocess.run([python, "-c", REFERENCE_AGENT, script, tmp_path / "in.pt", tmp_path / "out.pt"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = torch.load(tmp_path / "out.pt")
+
+    assert init.keys() == theirs["init"].keys()
+    for name, tensor in init.items():
+        assert torch.equal(tensor, theirs["init"][name]), name
+    torch.manual_seed(7)
+    with torch.no_grad():
+        _, logprob, entropy, value = agent.get_action_and_value(x, a)
+    torch.testing.assert_close(logprob, theirs["logprob"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy, theirs["entropy"], rtol=1e-6, atol=1e-6)
+    assert torch.equal(value, theirs["value"])
+    torch.manual_seed(8)  # another draw of the noise is far from the reference's
+    with torch.no_grad():
+        _, other, _, _ = agent.get_action_and_value(x, a)
+    assert (other - theirs["logprob"]).abs().max() > 0.1
 
 
 # ------------------------------------------------------------------------------- end to end

@@ -56,3 +56,51 @@ def test_pusher_v4_trains_on_the_published_simulator(published_python, tmp_path)
     logged = scalars(run)
     assert [v for _, v in logged["charts/episodic_length"]] == [100.0] * 10
     assert all(v < 0 for _, v in logged["charts/episodic_return"])  # Pusher's reward is a cost
+
+
+# The reference's own env factory, imported from its script, in its own venv (gymnasium 0.29, mujoco 2.3.7).
+REFERENCE_STREAM = """
+import importlib.util, sys
+import gymnasium as gym, numpy as np
+spec = importlib.util.spec_from_file_location("rpo_reference", sys.argv[1])
+ref = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ref)
+envs = gym.vector.SyncVectorEnv([ref.make_env("HalfCheetah-v4", 0, False, "stream", 0.99)])
+"""
+OURS_STREAM = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import rpo_continuous_action as rpo
+args, _ = rpo.parse_args(["--env-id", "HalfCheetah-v4"])
+envs = rpo.make_envs(args, "stream")
+"""
+STEP = """
+obs, _ = envs.reset(seed=5)
+steps = [(obs, None, None)]
+for action in np.random.default_rng(1).uniform(-1.5, 1.5, (3000, 1, 6)).astype(np.float32):
+    obs, reward, terminated, truncated, _ = envs.step(action)
+    steps.append((obs, reward, terminated | truncated))
+np.savez(sys.argv[2], obs=np.array([s[0] for s in steps]), rewards=np.array([s[1] for s in steps[1:]]),
+         dones=np.array([s[2] for s in steps[1:]]))
+"""
+
+
+def test_the_network_sees_what_the_references_envs_give_it(published_python, reference, tmp_path):
+    """On the published simulator, ours and the reference's wrapper chain (gymnasium 0.29's per-env normalizers)
+    give the network the same observations and rewards for the same actions, bit for bit, over 3,000 steps and
+    3 time limits: the first observation alone differs, by rounding, as 0.29 starts its statistics in float64."""
+    import numpy as np
+
+    python, script = reference
+    for name, code, first in (("theirs", REFERENCE_STREAM, script), ("ours", OURS_STREAM, ROOT)):
+        proc = subprocess.run([python if name == "theirs" else published_python, "-c", code + STEP, first,
+                               str(tmp_path / f"{name}.npz")], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs, ours = np.load(tmp_path / "theirs.npz"), np.load(tmp_path / "ours.npz")
+    assert theirs["dones"].sum() == 3 and np.array_equal(theirs["dones"], ours["dones"])
+    assert np.array_equal(theirs["rewards"], ours["rewards"])
+    fed = theirs["obs"].astype(np.float32)  # the reference's torch.Tensor(next_obs)
+    assert ours["obs"].dtype == np.float32
+    assert np.array_equal(fed[1:], ours["obs"][1:])
+    assert 0 < np.abs(fed[0] - ours["obs"][0]).max() < 1e-9
