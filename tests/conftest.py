@@ -109,6 +109,15 @@ def job_done(job_id):
     return queue.stdout.strip() == ""
 
 
+# Python lines that import the reference's script (the path in sys.argv[1]) as the module `ref`, without running it.
+IMPORT_REFERENCE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("rpo_reference", sys.argv[1])
+ref = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ref)
+"""
+
+
 @pytest.fixture(scope="session")
 def reference():
     """(python, script) of the reference RPO script on its own stack (gymnasium 0.29, mujoco 2.3.7), built by

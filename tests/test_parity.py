@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import episodic_returns, wait_for
+from conftest import IMPORT_REFERENCE, episodic_returns, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT / "benchmark" / "parity.sh"
@@ -50,12 +50,8 @@ def parity(out, *args, env, trainer=TINY):
 # ------------------------------------------------------------------------------- the same math
 # The reference's own Agent, imported from its script in its own venv. It reads a global `device` that the
 # script defines only when run, so the import sets one.
-REFERENCE_AGENT = """
-import importlib.util, sys
+REFERENCE_AGENT = IMPORT_REFERENCE + """
 import gymnasium as gym, numpy as np, torch
-spec = importlib.util.spec_from_file_location("rpo_reference", sys.argv[1])
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
 ref.device = torch.device("cpu")
 class Envs:
     single_observation_space = gym.spaces.Box(-np.inf, np.inf, (17,))

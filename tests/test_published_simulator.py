@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FAST, ROOT, TRAINER, clean_env, run_dirs, scalars
+from conftest import FAST, IMPORT_REFERENCE, ROOT, TRAINER, clean_env, run_dirs, scalars
 
 FLAGS = ["--env-id", "HalfCheetah-v4", "--total-timesteps", "1024", *FAST]
 
@@ -59,12 +59,8 @@ def test_pusher_v4_trains_on_the_published_simulator(published_python, tmp_path)
 
 
 # The reference's own env factory, imported from its script, in its own venv (gymnasium 0.29, mujoco 2.3.7).
-REFERENCE_STREAM = """
-import importlib.util, sys
+REFERENCE_STREAM = IMPORT_REFERENCE + """
 import gymnasium as gym, numpy as np
-spec = importlib.util.spec_from_file_location("rpo_reference", sys.argv[1])
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
 envs = gym.vector.SyncVectorEnv([ref.make_env("HalfCheetah-v4", 0, False, "stream", 0.99)])
 """
 OURS_STREAM = """
@@ -93,9 +89,10 @@ def test_the_network_sees_what_the_references_envs_give_it(published_python, ref
     import numpy as np
 
     python, script = reference
-    for name, code, first in (("theirs", REFERENCE_STREAM, script), ("ours", OURS_STREAM, ROOT)):
-        proc = subprocess.run([python if name == "theirs" else published_python, "-c", code + STEP, first,
-                               str(tmp_path / f"{name}.npz")], capture_output=True, text=True, timeout=300)
+    sides = (("theirs", python, REFERENCE_STREAM, script), ("ours", published_python, OURS_STREAM, ROOT))
+    for name, runner, code, first in sides:
+        proc = subprocess.run([runner, "-c", code + STEP, first, str(tmp_path / f"{name}.npz")],
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     theirs, ours = np.load(tmp_path / "theirs.npz"), np.load(tmp_path / "ours.npz")
     assert theirs["dones"].sum() == 3 and np.array_equal(theirs["dones"], ours["dones"])
