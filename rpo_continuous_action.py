@@ -442,7 +442,6 @@ def train(args, checkpoint=None):
                 if args.save_model:
                     point = resume_point(envs, next_obs, global_step, iteration, rollout_rng)
                     if iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations:
-                        log.flush()  # a checkpoint's logs are on disk before it: a kill -9 after it loses none
                         save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
                 if stop.signum is not None:  # arrived during the update: this iteration is complete
                     break
@@ -584,14 +583,11 @@ class Logger:
                 self.writer.add_scalar(f"losses/{name}", value, global_step)
             self.writer.add_scalar("charts/action_std", action_std, global_step)
             self.writer.add_scalar("charts/SPS", sps, global_step)
+            self.writer.flush()  # on disk each iteration, for whoever watches the run (TensorBoard, the tuner's pruner)
         if self.progress.disable:
             print("SPS:", sps)
         self.progress.update(global_step - self.progress.n)
         self.progress.set_postfix(episodic_return=self.last_return, refresh=False)
-
-    def flush(self):
-        with self.faults():
-            self.writer.flush()
 
     def close(self):
         self.progress.close()
