@@ -109,7 +109,8 @@ def job_done(job_id):
     return queue.stdout.strip() == ""
 
 
-# Python lines that import the reference's script (the path in sys.argv[1]) as the module `ref`, without running it.
+# Python lines that import the reference's script (the path in sys.argv[1]) as the module `ref`, without running it
+# (it parses its flags and trains only under `if __name__ == "__main__":`).
 IMPORT_REFERENCE = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("rpo_reference", sys.argv[1])
@@ -120,16 +121,13 @@ spec.loader.exec_module(ref)
 
 @pytest.fixture(scope="session")
 def reference():
-    """(python, script) of the reference RPO script on its own stack (gymnasium 0.29, mujoco 2.3.7), built by
-    ../shared/reference/setup.sh in /tmp/rpo-reference (REF_DIR moves it) where it is not yet."""
+    """(python, script) of the reference RPO script (CleanRL's, from the cleanrl 1.2.0 wheel) on its own stack
+    (gymnasium 0.29, mujoco 2.3.7): benchmark/reference.sh builds it in /tmp/rpo-reference (REF_DIR moves it) where
+    it is not yet, and checks it where it is (the script's hash, the venv's versions) in seconds."""
     ref_dir = os.environ.get("REF_DIR", "/tmp/rpo-reference")
-    python, script = os.path.join(ref_dir, "venv", "bin", "python"), os.path.join(ref_dir, "rpo_reference.py")
-    setup = os.path.join(os.path.dirname(ROOT), "shared", "reference", "setup.sh")
-    if not (os.path.isfile(python) and os.path.isfile(script)):
-        if not os.path.isfile(setup):
-            pytest.skip(f"the reference is not built in {ref_dir} and {setup} is not beside the repo")
-        proc = subprocess.run(["bash", setup], capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "REF_DIR": ref_dir})
-        if proc.returncode != 0:
-            pytest.skip(f"could not build the reference with {setup}: {(proc.stderr.strip() or '?').splitlines()[-1]}")
-    return python, script
+    proc = subprocess.run([os.path.join(ROOT, "benchmark", "reference.sh")], capture_output=True, text=True,
+                          timeout=1800, env={**os.environ, "REF_DIR": ref_dir})
+    if proc.returncode != 0:  # no registry to download from, most likely
+        pytest.skip(f"could not build the reference with benchmark/reference.sh: "
+                    f"{(proc.stderr.strip() or '?').splitlines()[-1]}")
+    return os.path.join(ref_dir, "venv", "bin", "python"), os.path.join(ref_dir, "rpo_reference.py")
