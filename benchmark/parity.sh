@@ -6,16 +6,18 @@
 #       --out benchmark/runs/parity [--arms "ours-mujoco3"] -- --total-timesteps 1000000
 #
 # The arms (all three unless --arms names some), one after another:
-#   reference-mujoco237  the reference script on its own stack (gymnasium 0.29, mujoco 2.3.7), run by
-#                        REFERENCE_PYTHON (default /tmp/rpo-reference/venv/bin/python) through
-#                        benchmark/reference_trainer.py; RPO_REFERENCE is the script
-#                        (default /tmp/rpo-reference/rpo_reference.py); ../shared/reference/setup.sh builds both
+#   reference-mujoco237  the reference script (CleanRL's, from the cleanrl 1.2.0 wheel) on its own stack
+#                        (gymnasium 0.29, mujoco 2.3.7), run by REFERENCE_PYTHON (default
+#                        REF_DIR/venv/bin/python) through benchmark/reference_trainer.py, on the CPU;
+#                        RPO_REFERENCE is the script (default REF_DIR/rpo_reference.py); benchmark/reference.sh
+#                        builds both (REF_DIR defaults to /tmp/rpo-reference, there and here)
 #   ours-mujoco237       ours on the published simulator, PUBLISHED_PYTHON (default .venv-mujoco237/bin/python)
 #   ours-mujoco3         ours on mujoco 3.x, PYTHON (default .venv/bin/python)
 # Each python is checked first, and its mujoco version against the arm's name; OUT/<arm>/versions
 # records what it ran on (a line per stack). Options other than --out and --arms go to sweep.sh as they are (--workers,
 # --slurm, ...); the trainer flags after `--` go to every arm, so give only flags both scripts know
-# (--total-timesteps, --num-steps, --num-minibatches, --update-epochs, ...).
+# (--total-timesteps, --num-steps, --num-minibatches, --update-epochs, --no-anneal-lr, ...), in our
+# trainer's syntax: the adapter writes booleans the reference's way.
 #
 # Rerun the same command after an interruption: finished runs are skipped and ours resume from their
 # checkpoints; the reference writes none, so its interrupted runs start again from scratch.
@@ -48,14 +50,15 @@ read -r -d '' -a arm_list <<<"$arms" || true
 
 # arm -> python, trainer, the mujoco version it must run on, and how to get that python
 declare -A python trainer want how
-python[reference-mujoco237]=${REFERENCE_PYTHON:-/tmp/rpo-reference/venv/bin/python}
+REF_DIR=${REF_DIR:-/tmp/rpo-reference}
+python[reference-mujoco237]=${REFERENCE_PYTHON:-$REF_DIR/venv/bin/python}
 python[ours-mujoco237]=${PUBLISHED_PYTHON:-$ROOT/.venv-mujoco237/bin/python}
 python[ours-mujoco3]=${PYTHON:-$ROOT/.venv/bin/python}
 trainer[reference-mujoco237]=$HERE/reference_trainer.py
 trainer[ours-mujoco237]=$ROOT/rpo_continuous_action.py
 trainer[ours-mujoco3]=$ROOT/rpo_continuous_action.py
 want[reference-mujoco237]="2.3.7" want[ours-mujoco237]="2.3.7" want[ours-mujoco3]="3."
-how[reference-mujoco237]="build it with 'bash ../shared/reference/setup.sh' or set REFERENCE_PYTHON"
+how[reference-mujoco237]="build it with 'benchmark/reference.sh' or set REFERENCE_PYTHON"
 how[ours-mujoco237]="build it with 'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' or set PUBLISHED_PYTHON"
 how[ours-mujoco3]="build it with 'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[mujoco]\"' or set PYTHON"
 
@@ -69,8 +72,11 @@ for arm in "${arm_list[@]}"; do
     [[ $version == "$wanted"* ]] || die "arm $arm needs mujoco ${wanted/%./.x} but $py has mujoco $version"
 done
 if [[ " ${arm_list[*]} " == *" reference-mujoco237 "* ]]; then
-    script=${RPO_REFERENCE:-/tmp/rpo-reference/rpo_reference.py}
-    [[ -f $script ]] || die "arm reference-mujoco237: no reference script at $script; build it with 'bash ../shared/reference/setup.sh' or set RPO_REFERENCE"
+    script=${RPO_REFERENCE:-$REF_DIR/rpo_reference.py}
+    [[ -f $script ]] || die "arm reference-mujoco237: no reference script at $script; build it with 'benchmark/reference.sh' or set RPO_REFERENCE"
+    # for benchmark/reference_trainer.py, which sweep.sh runs inside each run's directory
+    [[ $script == /* ]] || script=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
+    export RPO_REFERENCE=$script
 fi
 
 # sweep.sh in a process group of its own: a Ctrl-C reaches only this script, which passes it on once, and

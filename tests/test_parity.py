@@ -1,10 +1,10 @@
 """Parity with the reference: benchmark/parity.sh runs the reference RPO script (through
 benchmark/reference_trainer.py) and ours through benchmark/sweep.sh, and report.py --arms compares them.
 
-The end-to-end test trains the real reference (../shared/reference/setup.sh builds it in
-/tmp/rpo-reference; REF_DIR moves it) and ours on Pendulum-v1 for 2,048 steps; the arm on mujoco
-2.3.7 joins where PUBLISHED_PYTHON or .venv-mujoco237 has that simulator. The adapter's own
-behaviour is tested with a stand-in reference script, on this venv's python.
+The reference is CleanRL's published script, taken out of the cleanrl 1.2.0 wheel by benchmark/reference.sh,
+which builds it and its venv in /tmp/rpo-reference (REF_DIR moves it). The end-to-end test trains it and ours
+on Pendulum-v1 for 2,048 steps; the arm on mujoco 2.3.7 joins where PUBLISHED_PYTHON or .venv-mujoco237 has
+that simulator. The adapter's own behaviour is tested with a stand-in reference script, on this venv's python.
 """
 
 import os
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMPORT_REFERENCE, episodic_returns, wait_for
+from conftest import IMPORT_REFERENCE, episodic_returns, run_dirs, scalars, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT / "benchmark" / "parity.sh"
@@ -38,7 +38,8 @@ def mujoco_version(python):
 
 
 def parity_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PUBLISHED_PYTHON", "REFERENCE_PYTHON", "RPO_REFERENCE")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHON", "PUBLISHED_PYTHON", "REFERENCE_PYTHON", "RPO_REFERENCE", "REF_DIR")}
     return {**env, "PYTHON": sys.executable, **extra}
 
 
@@ -48,8 +49,8 @@ def parity(out, *args, env, trainer=TINY):
 
 
 # ------------------------------------------------------------------------------- the same math
-# The reference's own Agent, imported from its script in its own venv. It reads a global `device` that the
-# script defines only when run, so the import sets one.
+# The reference's own Agent, imported from its script in its own venv. The published text's Agent reads a global
+# `device` that the script defines only when run (cleanrl 1.2.0's does not), so the import sets one.
 REFERENCE_AGENT = IMPORT_REFERENCE + """
 import gymnasium as gym, numpy as np, torch
 ref.device = torch.device("cpu")
@@ -117,13 +118,15 @@ def test_the_agent_is_the_references_from_its_seed_to_its_rpo_noise(reference, t
 # ------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def parity_study(reference, tmp_path_factory):
-    """Two seeds per arm through parity.sh: the reference, ours on mujoco 3, and ours on 2.3.7 where there is one."""
+    """Two seeds per arm through parity.sh: the reference, ours on mujoco 3, and ours on 2.3.7 where there is one.
+    parity.sh finds the reference by REF_DIR alone, as benchmark/reference.sh left it."""
     python, script = reference
+    assert os.path.dirname(python) == os.path.join(os.path.dirname(script), "venv", "bin")
     published = os.environ.get("PUBLISHED_PYTHON") or str(ROOT / ".venv-mujoco237" / "bin" / "python")
     arms = ["reference-mujoco237", "ours-mujoco3"]
     if mujoco_version(published) == "2.3.7":
         arms.insert(1, "ours-mujoco237")
-    env = parity_env(REFERENCE_PYTHON=python, RPO_REFERENCE=script, PUBLISHED_PYTHON=published)
+    env = parity_env(REF_DIR=os.path.dirname(script), PUBLISHED_PYTHON=published)
     out = tmp_path_factory.mktemp("parity") / "study"
     result = parity(out, "--seeds", "2", "--workers", "2", "--arms", " ".join(arms), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -239,10 +242,45 @@ def test_adapter_drops_what_the_reference_lacks_and_sets_threads(tmp_path):
                      "--resume", "x.cleanrl_model", "--total-timesteps", "4096")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("argv ['--env-id', 'Pendulum-v1', '--seed', '3', '--rpo-alpha', '0.01', "
-                                     "'--total-timesteps', '4096'] threads 1 name __main__")
+                                     "'--total-timesteps', '4096', '--cuda', 'False'] threads 1 name __main__")
     assert reference_trainer.reference_argv(["--torch-threads=3", "--resume=a", "--no-save-model", "--seed", "2"]) == (
-        ["--seed", "2"], 3)
-    assert reference_trainer.reference_argv(["--seed", "1"]) == (["--seed", "1"], None)
+        ["--seed", "2", "--cuda", "False"], 3)
+    assert reference_trainer.reference_argv(["--seed", "1"]) == (["--seed", "1", "--cuda", "False"], None)
+
+
+def test_adapter_writes_our_booleans_the_references_way():
+    """The reference parses its flags with argparse (`--anneal-lr False`), ours with tyro (`--no-anneal-lr`); it
+    always runs on the CPU, so --no-cuda and --cuda False are what it gets anyway."""
+    argv, _ = reference_trainer.reference_argv(["--no-anneal-lr", "--norm-adv", "--no-clip-vloss", "--no-cuda",
+                                                "--no-torch-deterministic", "--capture-video", "--cuda", "false",
+                                                "--num-steps", "512"])
+    assert argv == ["--anneal-lr", "False", "--norm-adv", "--clip-vloss", "False", "--torch-deterministic", "False",
+                    "--capture-video", "--num-steps", "512", "--cuda", "False"]
+    # a flag the reference lacks goes through as it is, for the reference to refuse
+    assert reference_trainer.reference_argv(["--no-bootstrap-truncated"])[0] == ["--no-bootstrap-truncated", "--cuda", "False"]
+
+
+@pytest.mark.parametrize("cuda", [["--cuda"], ["--cuda", "True"], ["--cuda=1"]])
+def test_adapter_refuses_a_gpu_run_in_one_line(tmp_path, cuda):
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    result = adapter(tmp_path, "--seed", "1", *cuda)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"reference_trainer.py: error: {reference_trainer.NO_GPU}\n"
+
+
+def test_the_reference_takes_our_boolean_flags(reference, tmp_path):
+    """The real reference, through the adapter, with our syntax for its booleans: --no-anneal-lr keeps the learning
+    rate where annealing would have halved it in the second of two iterations."""
+    python, script = reference
+    result = subprocess.run([python, str(ADAPTER), "--env-id", ENV, "--total-timesteps", "1024", "--num-steps", "512",
+                             "--num-minibatches", "4", "--update-epochs", "1", "--no-anneal-lr", "--no-norm-adv",
+                             "--clip-vloss", "--no-cuda", "--torch-threads", "1"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                            env={**os.environ, "RPO_REFERENCE": script})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = run_dirs(str(tmp_path))
+    assert os.path.basename(run).startswith(f"{ENV}__rpo_reference__1__")
+    assert [v for _, v in scalars(run)["charts/learning_rate"]] == pytest.approx([3e-4, 3e-4])
 
 
 def test_adapter_says_the_reference_restarts_when_stopped(tmp_path):
@@ -264,7 +302,7 @@ def test_adapter_bad_input_is_one_line(tmp_path):
     result = adapter(tmp_path, "--seed", "1", script=tmp_path / "nope.py")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "nope.py does not exist" in result.stderr
-    assert "shared/reference/setup.sh" in result.stderr
+    assert "build it with benchmark/reference.sh" in result.stderr
     (tmp_path / "stand_in.py").write_text(STAND_IN)
     result = adapter(tmp_path, "--torch-threads", "0")
     assert result.returncode == 2 and result.stderr == (
@@ -292,7 +330,7 @@ def fake_python(tmp_path, mujoco):
     (["--out", "OUT", "--arms", "ours-mujoco3"], {"PYTHON": "2.3.7"}, "has mujoco 2.3.7"),
     (["--out", "OUT", "--arms", "ours-mujoco237"], {"PUBLISHED_PYTHON": "3.17.0"}, "arm ours-mujoco237 needs mujoco 2.3.7 but"),
     (["--out", "OUT", "--arms", "reference-mujoco237"], {"REFERENCE_PYTHON": "2.3.7", "RPO_REFERENCE": "/nonexistent.py"},
-     "no reference script at /nonexistent.py; build it with 'bash ../shared/reference/setup.sh'"),
+     "no reference script at /nonexistent.py; build it with 'benchmark/reference.sh'"),
     # sweep.sh's own checks, passed through as its one line
     (["--out", "OUT", "--arms", "ours-mujoco3", "--env-ids", ENV, "--seeds", "0"], {"PYTHON": "3.17.0"},
      "sweep.sh: error: --seeds must be an integer >= 1, got '0'"),
