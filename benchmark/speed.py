@@ -17,11 +17,10 @@ Prints three figures side by side:
   --against-reference  steps/s of this trainer and of the reference, run alternately (so that a shared
                    machine's drift hits both alike), iterations 2..K of each, --repeats times; prints the
                    medians and their ratio.
-The reference is the published script (gymnasium 0.29, mujoco 2.3), which cannot run on gymnasium 1.x:
-it lives in a virtual environment of its own, REF_DIR/venv with the script saved as REF_DIR/rpo_reference.py
-(REF_DIR defaults to /tmp/rpo-reference):
-  python3 -m venv /tmp/rpo-reference/venv && /tmp/rpo-reference/venv/bin/pip install torch \
-      "gymnasium[mujoco]==0.29.1" mujoco==2.3.7 "numpy<2" tyro tensorboard
+The reference is the published CleanRL script (from the cleanrl 1.2.0 wheel; gymnasium 0.29, mujoco 2.3),
+which cannot run on gymnasium 1.x: it lives in a virtual environment of its own, REF_DIR/venv with the script
+saved as REF_DIR/rpo_reference.py (REF_DIR defaults to /tmp/rpo-reference), and benchmark/reference.sh builds
+both. It runs with its default hyperparameters, on the CPU, through benchmark/reference_trainer.py.
 Flags after `--` go to the trainer.
 """
 import argparse
@@ -37,6 +36,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import rpo_continuous_action as rpo  # noqa: E402
+
+ADAPTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_trainer.py")
 
 
 def ceiling(env_id, steps, seed=1):
@@ -101,15 +102,27 @@ def batch_size(env_id, extra):
     return rpo.parse_args(["--env-id", env_id, *extra, "--total-timesteps", str(2**40)])[0].batch_size
 
 
-def trainer_runs(env_id, iterations, copies, extra, python=sys.executable, script=None):
+def reference(ref_dir):
+    """(python, script, environment) that run the reference in REF_DIR through its adapter, as parity.sh does."""
+    script = os.path.join(ref_dir, "rpo_reference.py")
+    return (os.path.join(ref_dir, "venv", "bin", "python"), ADAPTER, {**os.environ, "RPO_REFERENCE": script})
+
+
+def trainer_runs(env_id, iterations, copies, extra, python=sys.executable, script=None, env=None):
     """Start `copies` trainers at once; returns their steps/s (iterations 2..K) and the peak RSS in MiB."""
     script = script or os.path.abspath(rpo.__file__)
     batch = batch_size(env_id, extra)
     cmd = [python, script, "--env-id", env_id, *extra, "--total-timesteps", str(iterations * batch), "--no-cuda"]
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                 for _ in range(copies)]
+        # stderr to files, not pipes: a full pipe would stall a run that is not being read yet
+        errs = [tempfile.TemporaryFile("w+", dir=tmp) for _ in range(copies)]
+        procs = [subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=err, text=True, env=env) for err in errs]
         outputs = [p.communicate()[0] for p in procs]
+        for p, err in zip(procs, errs):
+            if p.returncode != 0:
+                err.seek(0)
+                last = (err.read().strip().splitlines() or ["(no message)"])[-1]
+                sys.exit(f"speed.py: error: {os.path.basename(script)} exited {p.returncode}: {last}")
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rates = []
     for out in outputs:
@@ -132,6 +145,10 @@ def main():
     parser.add_argument("--ref-dir", default=os.environ.get("REF_DIR", "/tmp/rpo-reference"))
     parser.add_argument("extra", nargs="*", help="trainer flags, after --")
     opts = parser.parse_args()
+    ref_python, adapter, ref_env = reference(opts.ref_dir)
+    ref_built = os.path.exists(ref_python) and os.path.exists(ref_env["RPO_REFERENCE"])
+    if opts.against_reference and not ref_built:  # before minutes of measuring
+        sys.exit(f"speed.py: error: no reference in {opts.ref_dir}; build it with benchmark/reference.sh")
 
     import torch
 
@@ -151,14 +168,10 @@ def main():
         pair, _ = trainer_runs(opts.env_id, opts.iterations, 2, opts.extra)
         print(f"side by side: one run alone {alone:.0f} steps/s; two at once {pair[0]:.0f} and {pair[1]:.0f} steps/s "
               f"({min(pair) / alone:.0%} of alone)")
-    ref_python = os.path.join(opts.ref_dir, "venv", "bin", "python")
-    ref_script = os.path.join(opts.ref_dir, "rpo_reference.py")
     if opts.against_reference:
-        if not os.path.exists(ref_script):
-            sys.exit(f"speed.py: error: no reference at {ref_script} (see --help)")
         ours, theirs = [], []
         for _ in range(opts.repeats):
-            theirs += trainer_runs(opts.env_id, opts.iterations, 1, [], ref_python, ref_script)[0]
+            theirs += trainer_runs(opts.env_id, opts.iterations, 1, [], ref_python, adapter, ref_env)[0]
             ours += trainer_runs(opts.env_id, opts.iterations, 1, opts.extra)[0]
         print(f"against the reference (medians of {opts.repeats}): reference {np.median(theirs):.0f} steps/s, "
               f"trainer {np.median(ours):.0f} steps/s, ratio {np.median(ours) / np.median(theirs):.2f}")
@@ -167,14 +180,15 @@ def main():
         code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
                 "stderr=subprocess.DEVNULL, cwd=__import__('tempfile').mkdtemp()); "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
-        def peak(python, script):
+        def peak(python, script, env=None):
             steps = opts.iterations * batch_size(opts.env_id, [])  # a default run
             cmd = [python, script, "--env-id", opts.env_id, "--total-timesteps", str(steps), "--no-cuda"]
-            return float(subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True).stdout)
+            return float(subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True,
+                                        env=env).stdout)
         mine = peak(sys.executable, os.path.abspath(rpo.__file__))
         line = f"peak resident memory of a run: trainer {mine:.0f} MiB"
-        if os.path.exists(ref_python):
-            line += f", reference {peak(ref_python, ref_script):.0f} MiB"
+        if ref_built:
+            line += f", reference {peak(ref_python, adapter, ref_env):.0f} MiB"
         print(line)
 
 
