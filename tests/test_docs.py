@@ -455,3 +455,12 @@ def test_the_readme_test_command_is_the_one_ci_runs():
     section = text.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
     [command] = [line for line in section.splitlines() if "-m pytest" in line]
     assert command in (ROOT / ".ci" / "run").read_text().splitlines(), command
+
+
+STUDY_TEMPLATE = ["Question", "Command", "Setup", "Table", "Figure", "Findings", "Limits", "Data"]
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs" / "studies").glob("*.md") if p.name != "index.md"))
+def test_every_study_page_follows_the_template(page):
+    text = (ROOT / "docs" / "studies" / page).read_text(encoding="utf-8")
+    assert re.findall(r"^## (.+)$", text, flags=re.M) == STUDY_TEMPLATE
