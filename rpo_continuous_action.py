@@ -1,19 +1,14 @@
 """Robust Policy Optimization (RPO) for continuous actions, in one file.
 
-RPO (Rahman & Xue, 2022, https://arxiv.org/abs/2212.07536) is PPO with one change: when the policy
-is updated, the mean of its Gaussian is perturbed by z ~ U(-alpha, alpha), drawn afresh for every
-sample, action dimension and update pass. That keeps the policy's entropy from collapsing. Rollouts
-still sample from the unperturbed N(mu, sigma). Search for "RPO:" to find every line that differs
-from PPO; `--rpo-alpha 0` is PPO.
+RPO (Rahman & Xue, 2022, https://arxiv.org/abs/2212.07536) is PPO with one change: when the policy is updated, the
+mean of its Gaussian is perturbed by z ~ U(-alpha, alpha), drawn afresh for every sample, action dimension and update
+pass, which keeps the policy's entropy from collapsing. Rollouts sample the unperturbed N(mu, sigma). Search for "RPO:"
+to find every line that differs from PPO; `--rpo-alpha 0` is PPO.
 
-    python rpo_continuous_action.py --env-id Hopper-v4
-    python rpo_continuous_action.py --env-id Hopper-v4 --save-model      # checkpoint + evaluation
-    python rpo_continuous_action.py --eval-checkpoint runs/RUN/rpo_continuous_action.cleanrl_model
-    python rpo_continuous_action.py --resume runs/RUN/rpo_continuous_action.cleanrl_model
+    python rpo_continuous_action.py --env-id Hopper-v4 --rpo-alpha 0.01 --save-model   # + checkpoint, evaluation
 
-Top to bottom: Args, the environment, the Agent, advantages and losses, the update, the training loop;
-then the plumbing. Edit the Agent and the optimizer line freely: the rollout's fast path checks itself
-against the Agent every iteration, and steps aside or stops the run when it cannot follow.
+Top to bottom: Args, the environment, the Agent, advantages and losses, the update, the training loop; then the
+plumbing. Edit the Agent and the optimizer freely: the rollout's fast path checks itself against the Agent.
 """
 
 import ctypes.util
@@ -43,85 +38,48 @@ from tqdm import tqdm
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True` (turn off with --no-torch-deterministic)"""
-    cuda: bool = True
-    """if toggled, cuda will be enabled by default (falls back to the CPU when there is no GPU)"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "cleanRL"
-    """the wandb's project name"""
-    wandb_entity: Optional[str] = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to capture videos of the agent performances (check out `videos` folder)"""
-    torch_threads: int = 1
-    """torch threads; the networks are tiny, so more threads mostly add contention"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, cuda will be enabled by default (falls back to the CPU when there is no GPU)
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "cleanRL"  # the wandb's project name
+    wandb_entity: Optional[str] = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # whether to capture videos of the agent performances (check out `videos` folder)
+    torch_threads: int = 1  # torch threads; the networks are tiny, so more threads mostly add contention
 
     # Algorithm specific arguments
-    env_id: str = "HalfCheetah-v4"
-    """the id of the environment"""
-    total_timesteps: int = 8000000
-    """total timesteps of the experiments"""
-    learning_rate: float = 3e-4
-    """the learning rate of the optimizer"""
-    num_envs: int = 1
-    """the number of parallel game environments"""
-    num_steps: int = 2048
-    """the number of steps to run in each environment per policy rollout"""
-    anneal_lr: bool = True
-    """Toggle learning rate annealing for policy and value networks"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    gae_lambda: float = 0.95
-    """the lambda for the general advantage estimation"""
-    num_minibatches: int = 32
-    """the number of mini-batches"""
-    update_epochs: int = 10
-    """the K epochs to update the policy"""
-    norm_adv: bool = True
-    """Toggles advantages normalization"""
-    clip_coef: float = 0.2
-    """the surrogate clipping coefficient"""
-    clip_vloss: bool = True
-    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
-    ent_coef: float = 0.0
-    """coefficient of the entropy"""
-    vf_coef: float = 0.5
-    """coefficient of the value function"""
-    max_grad_norm: float = 0.5
-    """the maximum norm for the gradient clipping"""
-    target_kl: Optional[float] = None
-    """the target KL divergence threshold (compared with the KL without RPO's noise)"""
-    rpo_alpha: float = 0.5  # RPO: the one new hyperparameter
-    """the alpha parameter for RPO (0 gives PPO)"""
-    bootstrap_truncated: bool = False
-    """bootstrap from the value of the final observation when the time limit cuts an episode
-    (the reference treats a truncation like a termination)"""
+    env_id: str = "HalfCheetah-v4"  # the id of the environment
+    total_timesteps: int = 8000000  # total timesteps of the experiments
+    learning_rate: float = 3e-4  # the learning rate of the optimizer
+    num_envs: int = 1  # the number of parallel game environments
+    num_steps: int = 2048  # the number of steps to run in each environment per policy rollout
+    anneal_lr: bool = True  # Toggle learning rate annealing for policy and value networks
+    gamma: float = 0.99  # the discount factor gamma
+    gae_lambda: float = 0.95  # the lambda for the general advantage estimation
+    num_minibatches: int = 32  # the number of mini-batches
+    update_epochs: int = 10  # the K epochs to update the policy
+    norm_adv: bool = True  # Toggles advantages normalization
+    clip_coef: float = 0.2  # the surrogate clipping coefficient
+    clip_vloss: bool = True  # Toggles whether or not to use a clipped loss for the value function, as per the paper.
+    ent_coef: float = 0.0  # coefficient of the entropy
+    vf_coef: float = 0.5  # coefficient of the value function
+    max_grad_norm: float = 0.5  # the maximum norm for the gradient clipping
+    target_kl: Optional[float] = None  # the target KL divergence threshold (compared with the KL without RPO's noise)
+    rpo_alpha: float = 0.5  # RPO: the alpha parameter, half-width of the uniform noise on the mean (0 gives PPO)
+    bootstrap_truncated: bool = False  # bootstrap from the final observation's value where a time limit cut an episode
 
     # Keeping the policy
-    save_model: bool = False
-    """save checkpoints to runs/{run_name}/{exp_name}.cleanrl_model and evaluate at the end"""
-    checkpoint_interval: int = 50
-    """with --save-model, write a checkpoint every this many iterations"""
-    eval_episodes: int = 10
-    """episodes of the deterministic policy evaluated after training or with --eval-checkpoint"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint instead of training"""
-    resume: Optional[str] = None
-    """continue the run saved in this checkpoint"""
+    save_model: bool = False  # save checkpoints to runs/{run_name}/{exp_name}.cleanrl_model and evaluate at the end
+    checkpoint_interval: int = 50  # with --save-model, write a checkpoint every this many iterations
+    eval_episodes: int = 10  # episodes of the deterministic policy evaluated after training or with --eval-checkpoint
+    eval_checkpoint: Optional[str] = None  # evaluate this checkpoint instead of training
+    resume: Optional[str] = None  # continue the run saved in this checkpoint
 
     # to be filled in runtime
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
+    batch_size: int = 0  # the batch size (computed in runtime)
+    minibatch_size: int = 0  # the mini-batch size (computed in runtime)
+    num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
 class UserError(Exception):
@@ -129,10 +87,6 @@ class UserError(Exception):
 
 
 # ---------------------------------------- Environment ----------------------------------------
-MUJOCO_ENVS = ("Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
-               "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d")
-
-
 def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
     def thunk():
         if env_id.startswith("dm_control/"):
@@ -142,25 +96,26 @@ def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
             except ImportError:
                 raise UserError(f"{env_id} needs dm_control: pip install -e '.[dm-control]'") from None
             gym.register_envs(shimmy)
-        name, version = env_id.rsplit("-v", 1) if "-v" in env_id else (env_id, "")
-        if name in MUJOCO_ENVS and version in ("2", "3"):  # gymnasium 1.x keeps these ids only to say they moved
-            raise UserError(f"{env_id} needs mujoco-py, which gymnasium 1.x dropped: use {name}-v4 or {name}-v5 "
-                            "(the published MuJoCo v2 results have v4 twins)")
+        video = capture_video and idx == 0
         try:
-            env = gym.make(env_id, **({"render_mode": "rgb_array"} if capture_video and idx == 0 else {}))
-            if capture_video and idx == 0:
+            env = gym.make(env_id, **({"render_mode": "rgb_array"} if video else {}))
+            if video:
                 env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
-        except (gym.error.Error, ImportError) as e:  # unknown id, missing simulator or video writer, Pusher-v4 on mujoco 3, ...
-            hint = " (the published simulator: pip install -e '.[mujoco-published]' in a venv of its own)" if "mujoco<3" in str(e) else ""
-            raise UserError(f"cannot make environment {env_id!r}: {e}{hint}") from None
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing package, Pusher-v4 on mujoco 3, Hopper-v2
+            if "v2 and v3" in str(e):  # gymnasium 1.x keeps the MuJoCo v2/v3 ids only to say they moved
+                name = env_id.rsplit("-v", 1)[0]
+                raise UserError(f"{env_id} needs mujoco-py, which gymnasium 1.x dropped: use {name}-v4 or {name}-v5 "
+                                "(the published MuJoCo v2 results have v4 twins)") from None
+            hint = " (the published simulator: pip install -e '.[mujoco-published]' in a venv of its own)"
+            raise UserError(f"cannot make environment {env_id!r}: {e}{hint if 'mujoco<3' in str(e) else ''}") from None
         space = env.action_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            kind = f"actions of shape {space.shape}" if isinstance(space, gym.spaces.Box) else f"a {type(space).__name__} action space"
+            kind = (f"actions of shape {space.shape}" if isinstance(space, gym.spaces.Box)
+                    else f"a {type(space).__name__} action space")
             raise UserError(f"{env_id} has {kind}; RPO needs a vector of continuous actions (a Box of one dimension)")
         if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
             env = gym.wrappers.FlattenObservation(env)  # dm_control's Dict observations; a vector passes as it is
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.ClipAction(gym.wrappers.RecordEpisodeStatistics(env))
         return env  # observations and rewards are normalized for all envs at once: NormalizeObsReward
 
     return thunk
@@ -170,20 +125,18 @@ class RunningMeanStd(gym.wrappers.utils.RunningMeanStd):
     def update(self, x):
         if len(x) > 1:
             return super().update(x)
-        # One sample: gymnasium's update_from_moments with batch mean x, variance 0 and count 1, less the
-        # terms that are exactly 0 or x 1; the same numbers at a third of the cost.
+        # One sample: gymnasium's update_from_moments less its terms that are exactly 0 or x 1, at a fifth of the cost
         delta, total = x[0] - self.mean, self.count + 1
         self.var = (self.var * self.count + np.square(delta) * self.count / total) / total
         self.mean, self.count = self.mean + delta / total, total
 
 
 class NormalizeObsReward(gym.vector.VectorWrapper):
-    """The reference's per-env NormalizeObservation, clip(obs, -10, 10), NormalizeReward and clip(reward, -10, 10),
-    for all sub-envs in one batch: the per-env wrappers cost more than a small simulator, and gymnasium's vector
-    versions refuse same-step autoreset. With one env the numbers are gymnasium 1.x's per-env wrappers', bit for
-    bit, and the network sees what the reference's (gymnasium 0.29) would feed it, bit for bit, after the first
-    observation (0.29 starts its statistics in float64: 1e-10 apart there); with several envs, the envs share one
-    set of statistics (the per-env wrappers keep one each)."""
+    """The reference's per-env NormalizeObservation, clip(obs, -10, 10), NormalizeReward and clip(reward, -10, 10), for
+    all sub-envs in one batch: the per-env wrappers cost more than a small simulator, and gymnasium's vector versions
+    refuse same-step autoreset. With one env the numbers are gymnasium 1.x's per-env wrappers' bit for bit, and the
+    reference's (gymnasium 0.29) after the first observation (0.29 starts its statistics in float64: 1e-10 apart
+    there); with several envs, the envs share one set of statistics (the per-env wrappers keep one each)."""
 
     def __init__(self, envs, gamma, epsilon=1e-8, clip=10.0):
         super().__init__(envs)
@@ -217,13 +170,10 @@ def normalize_obs(obs, mean, var, epsilon=1e-8, clip=10.0):
 
 
 def make_envs(args, run_name):
-    # SAME_STEP autoreset (gymnasium 0.29's behaviour): the step that ends an episode returns the
-    # next episode's first observation, so no stored transition spans two episodes.
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, run_name) for i in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        copy=False,  # NormalizeObsReward returns fresh arrays: copying the vector env's buffer is waste
-    )
+    # SAME_STEP autoreset (gymnasium 0.29's behaviour): the step that ends an episode returns the next episode's first
+    # observation, so no stored transition spans two episodes. No copy: NormalizeObsReward returns fresh arrays
+    thunks = [make_env(args.env_id, i, args.capture_video, run_name) for i in range(args.num_envs)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
     return NormalizeObsReward(envs, args.gamma)
 
 
@@ -262,10 +212,14 @@ class Agent(nn.Module):
         action_mean = self.actor_mean(x)
         return action_mean, self.actor_logstd.expand_as(action_mean)
 
-    def get_action_and_value(self, x, action, rpo_noise=True):
-        """Log-prob of stored actions, entropy and value: the update's view (the rollout's with rpo_noise=False)."""
+    def get_action_and_value(self, x, action=None, rpo_noise=True):
+        """Without an action, a sample of the unperturbed policy N(mean, sigma), as the rollout acts. With one, the
+        update's view of it: its log-prob under RPO's perturbed mean (unperturbed with rpo_noise=False). Either way
+        also the policy's entropy and the value at x."""
         action_mean, action_logstd = self.get_mean_and_logstd(x)
-        if rpo_noise:
+        if action is None:
+            action = (action_mean + action_logstd.exp() * torch.randn_like(action_mean)).detach()
+        elif rpo_noise:
             # RPO: score the stored action under N(mu + z, sigma), z ~ U(-alpha, alpha) drawn afresh for
             # every sample and action dimension, on the mean's own device and dtype.
             z = torch.empty_like(action_mean).uniform_(-self.rpo_alpha, self.rpo_alpha)
@@ -281,14 +235,13 @@ def gaussian_logprob(action, mean, logstd):
 
 
 # ---------------------------------------- Advantages, losses, update -------------------------
-def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
-    """Generalized advantage estimation over a (num_steps, num_envs) rollout. dones[t] is 1 where the episode ended
-    at step t: obs[t + 1] starts a new one, and nothing is bootstrapped across it. next_value: after the last step."""
-    next_values = np.concatenate([values[1:], next_value[None]], axis=0)
-    next_nonterminal = 1.0 - dones
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Generalized advantage estimation over a (num_steps, num_envs) rollout. As in the reference, dones[t] is 1 where
+    obs[t] starts a new episode (nothing is bootstrapped from it), and next_* are of the observation after the last."""
+    next_values = np.concatenate([values[1:], next_value[None]])
+    next_nonterminal = 1.0 - np.concatenate([dones[1:], next_done[None]])
     deltas = rewards + gamma * next_values * next_nonterminal - values
-    advantages = np.zeros_like(rewards)
-    lastgaelam = np.zeros_like(next_value)
+    advantages, lastgaelam = np.zeros_like(rewards), np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
         advantages[t] = lastgaelam = deltas[t] + gamma * gae_lambda * next_nonterminal[t] * lastgaelam
     return advantages, advantages + values
@@ -315,15 +268,15 @@ def approx_kl(logratio):  # Schulman's k3 estimator of KL(old || new), from log(
 
 
 def update(agent, optimizer, batch, args):
-    """PPO's update on one rollout: `update_epochs` passes of shuffled minibatches. Returns the losses
-    of the last minibatch and the mean clip fraction, as floats."""
+    """PPO's update on one rollout; returns the last minibatch's losses and the mean clip fraction, as floats."""
     M, B = args.num_minibatches, args.minibatch_size
     params, ratios = list(agent.parameters()), []
     for epoch in range(args.update_epochs):
         # Shuffle once per epoch and gather every tensor in one go; the minibatches are then views.
         perm = torch.randperm(args.batch_size, device=batch["obs"].device)
-        obs, actions, logprobs, returns, values = (batch[k][perm] for k in ("obs", "actions", "logprobs", "returns", "values"))
-        advantages = batch["advantages"][perm].view(M, B)
+        keys = ("obs", "actions", "logprobs", "returns", "values", "advantages")
+        obs, actions, logprobs, returns, values, advantages = (batch[k][perm] for k in keys)
+        advantages = advantages.view(M, B)
         if args.norm_adv:  # per minibatch, as PPO does, all minibatches at once
             advantages = (advantages - advantages.mean(1, keepdim=True)) / (advantages.std(1, keepdim=True) + 1e-8)
         for i in range(M):
@@ -345,10 +298,12 @@ def update(agent, optimizer, batch, args):
             optimizer.step()
             ratios.append(ratio.detach())  # for the clip fraction, computed once at the end
 
-        # RPO: the logged KLs of the last minibatch (as PPO logs them) include the noise z; the noise-free one
-        # measures the policy's own move, and is what --target-kl compares (with alpha = 0 they are the same)
+        # RPO: the logged KLs of the last minibatch (as PPO logs them) include the noise z; the noise-free one, after
+        # the epoch's last step, measures the policy's own move and is what --target-kl compares (alike at alpha = 0)
+        last = slice(args.batch_size - B, args.batch_size)
         with torch.no_grad():
-            kl_unperturbed = approx_kl(agent.get_action_and_value(obs[mb], actions[mb], rpo_noise=False)[1] - logprobs[mb])
+            _, unperturbed_logprob, _, _ = agent.get_action_and_value(obs[last], actions[last], rpo_noise=False)
+            kl_unperturbed = approx_kl(unperturbed_logprob - logprobs[last])
         if args.target_kl is not None and kl_unperturbed > args.target_kl:
             break
     with torch.no_grad():
@@ -361,100 +316,131 @@ def update(agent, optimizer, batch, args):
 
 # ---------------------------------------- Training loop --------------------------------------
 def train(args, checkpoint=None):
-    torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    run_name = checkpoint["run_name"] if checkpoint else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = checkpoint["run_name"] if checkpoint else run_name
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    rollout_rng = np.random.default_rng(args.seed)
+    rollout_rng = np.random.default_rng(args.seed)  # the rollout's Gaussian noise
 
+    # env setup
     envs = make_envs(args, run_name)
     obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
     agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    next_obs, _ = envs.reset(seed=args.seed)
-    global_step, start_iteration = 0, 1
-    if checkpoint:  # the envs, their last observation and the normalizers as they were, when their state was saved
-        global_step, start_iteration, next_obs = restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng)
-    log = Logger(args, run_name, global_step, resumed=checkpoint is not None)
-    act = RolloutActor(agent)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # annealed from, each iteration
+    act = RolloutActor(agent)  # acts as the Agent does, in numpy; act.check holds it to that every iteration
 
-    # Storage for one rollout. numpy on the CPU, where the envs live; it moves to `device` once per update.
+    # ALGO Logic: Storage setup. numpy on the CPU, where the envs live; the batch moves to `device` once per update
     T, N = args.num_steps, args.num_envs
     obs = np.zeros((T, N) + obs_shape, dtype=np.float32)
     actions = np.zeros((T, N) + act_shape, dtype=np.float32)
     rewards = np.zeros((T, N), dtype=np.float32)
     dones = np.zeros((T, N), dtype=np.float32)
 
-    with closing(envs), closing(log):
-        # What a checkpoint holds besides the weights: the run as of the end of the last finished iteration,
-        # taken once per iteration, so that a stop in the middle of a rollout saves the state before it
-        point = resume_point(envs, next_obs, global_step, start_iteration - 1, rollout_rng) if args.save_model else None
-        with StopRequest() as stop:
-            for iteration in range(start_iteration, args.num_iterations + 1):
-                if args.anneal_lr:  # each parameter group's rate, annealed linearly to 0
-                    frac = 1.0 - (iteration - 1.0) / args.num_iterations
-                    for group, lr in zip(optimizer.param_groups, base_lrs):
-                        group["lr"] = frac * lr
+    # TRY NOT TO MODIFY: start the game
+    global_step, start_iteration = 0, 1
+    next_obs, _ = envs.reset(seed=args.seed)
+    next_done = np.zeros(N, dtype=np.float32)
+    if checkpoint:  # the envs, their last observation and the normalizers as they were when saved
+        global_step, start_iteration, next_obs = restore(checkpoint, args, envs, agent, optimizer, rollout_rng)
+    log = Logger(args, run_name, global_step, resumed=checkpoint is not None)
+    # What a checkpoint holds besides the weights: the run as of the end of the last finished iteration
+    point = resume_point(envs, next_obs, global_step, start_iteration - 1, rollout_rng) if args.save_model else None
 
-                # Rollout: act with the unperturbed policy, N(mean, sigma); RPO's noise belongs to the update only.
-                act.refresh(next_obs)
-                noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
-                for step in range(T):
-                    if stop.signum is not None:
-                        break  # the partial rollout is not trained on, and the checkpoint is of the state before it
-                    obs[step] = next_obs
-                    actions[step] = act(next_obs, noise[step])
-                    next_obs, reward, terminations, truncations, infos = envs.step(actions[step])
-                    rewards[step] = reward
-                    dones[step] = np.logical_or(terminations, truncations)
-                    if "final_obs" in infos:
-                        if args.bootstrap_truncated:  # a time limit is not a failure: credit where the agent got to
-                            for i in np.flatnonzero(truncations & ~terminations):
-                                rewards[step, i] += args.gamma * act.value(infos["final_obs"][i][None])[0]
-                        log.episodes(global_step + (step + 1) * N, infos["final_info"])
-                if stop.signum is not None:
+    with closing(envs), closing(log), StopRequest() as stop:
+        for iteration in range(start_iteration, args.num_iterations + 1):
+            # Annealing the rate if instructed to do so: each parameter group's, linearly to 0
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                for group, lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = frac * lr
+
+            # Rollout: act with the unperturbed policy N(mean, sigma); RPO's noise belongs to the update only
+            act.refresh(next_obs)
+            noise = rollout_rng.standard_normal((T, N) + act_shape, dtype=np.float32)
+            for step in range(T):
+                global_step += N
+                obs[step], dones[step] = next_obs, next_done
+                actions[step] = act(next_obs, noise[step])  # the Agent's mean + sigma * noise
+                next_obs, reward, terminations, truncations, infos = envs.step(actions[step])
+                rewards[step], next_done = reward, np.logical_or(terminations, truncations)
+                if "final_obs" in infos:  # an episode ended in some sub-env
+                    log.episodes(global_step, infos["final_info"])
+                    if args.bootstrap_truncated:  # a time limit is not a failure: credit where the agent got to
+                        for i in np.flatnonzero(truncations & ~terminations):
+                            v = agent.get_value(torch.as_tensor(infos["final_obs"][i][None], device=device)).detach()
+                            rewards[step, i] += args.gamma * v.view(-1).cpu().numpy()[0]
+                if stop.signum is not None:  # the partial rollout is not trained on: the run stops where it began
+                    global_step -= (step + 1) * N
                     break
-                global_step += T * N
+            if stop.signum is not None:
+                break
 
-                # Advantages. The weights did not change during the rollout, so the values and log-probs of all
-                # its steps come from one batched call each, of the Agent itself.
-                batch = {"obs": torch.from_numpy(obs.reshape((args.batch_size,) + obs_shape)).to(device),
-                         "actions": torch.from_numpy(actions.reshape((args.batch_size,) + act_shape)).to(device)}
-                values, batch["logprobs"], action_std = act.score(batch["obs"], batch["actions"], noise, iteration)
-                advantages, returns = compute_gae(rewards, values.reshape(T, N), dones, act.value(next_obs), args.gamma, args.gae_lambda)
-                batch.update(values=torch.from_numpy(values).to(device), advantages=torch.from_numpy(advantages.reshape(-1)).to(device),
-                             returns=torch.from_numpy(returns.reshape(-1)).to(device))
+            # Bootstrap value, GAE. The weights did not change during the rollout, so the log-probs and values of
+            # all its steps come from one batched call each, of the Agent itself
+            b_obs = torch.from_numpy(obs.reshape((-1,) + obs_shape)).to(device)
+            b_actions = torch.from_numpy(actions.reshape((-1,) + act_shape)).to(device)
+            with torch.no_grad():
+                _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions, rpo_noise=False)
+                next_value = agent.get_value(torch.from_numpy(next_obs).to(device)).view(-1).cpu().numpy()
+                action_std = agent.get_mean_and_logstd(b_obs)[1].exp().mean().item()
+            act.check(b_obs, b_actions, b_logprobs, noise, iteration)  # stops the run if the rollout did not act so
+            values = b_values.view(-1).cpu().numpy()
+            advantages, returns = compute_gae(rewards, values.reshape(T, N), dones, next_value, next_done,
+                                              args.gamma, args.gae_lambda)
 
-                stats = update(agent, optimizer, batch, args)
-                if not math.isfinite(stats["loss"]):
-                    raise UserError(f"the loss became {stats['loss']} at iteration {iteration} (global_step="
-                                    f"{global_step}); stopping rather than training on garbage")
-                var_y = np.var(returns)
-                stats["explained_variance"] = np.nan if var_y == 0 else 1 - np.var(returns.reshape(-1) - values) / var_y
-                log.iteration(global_step, optimizer.param_groups[0]["lr"], stats, action_std)
+            # flatten the batch
+            batch = {"obs": b_obs, "actions": b_actions, "logprobs": b_logprobs, "values": b_values.view(-1),
+                     "advantages": torch.from_numpy(advantages.reshape(-1)).to(device),
+                     "returns": torch.from_numpy(returns.reshape(-1)).to(device)}
 
-                if args.save_model:
-                    point = resume_point(envs, next_obs, global_step, iteration, rollout_rng)
-                    if iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations:
-                        save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
-                if stop.signum is not None:  # arrived during the update: this iteration is complete
-                    break
-        return finish(args, run_name, log, agent, optimizer, envs, global_step, point, stop)
+            # Optimizing the policy and value network
+            stats = update(agent, optimizer, batch, args)
+            if not math.isfinite(stats["loss"]):
+                raise UserError(f"the loss became {stats['loss']} at iteration {iteration} (global_step="
+                                f"{global_step}); stopping rather than training on garbage")
+            var_y = np.var(returns)
+            stats["explained_variance"] = np.nan if var_y == 0 else 1 - np.var(returns.reshape(-1) - values) / var_y
+
+            # TRY NOT TO MODIFY: record rewards for plotting purposes
+            log.iteration(global_step, optimizer.param_groups[0]["lr"], stats, action_std)
+
+            # Save: the run as of this iteration's end, written every checkpoint_interval iterations and at the last
+            if args.save_model:
+                point = resume_point(envs, next_obs, global_step, iteration, rollout_rng)
+                if iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations:
+                    save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
+            if stop.signum is not None:  # arrived during the update: this iteration is complete
+                break
+
+        # Stopped by a signal: a checkpoint of the last finished iteration. Else the model is saved and evaluated
+        if stop.signum is not None:
+            hint = ""
+            if args.save_model:
+                save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
+                hint = f"; continue with --resume {log.model_path}"
+            print(f"{signal.Signals(stop.signum).name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
+            return 128 + stop.signum
+        if args.save_model:
+            print(f"model saved to {log.model_path}")
+            if args.eval_episodes > 0:
+                eval_returns = evaluate(agent, vars(envs.obs_rms), args, run_name, args.eval_episodes, args.seed)
+                for i, episodic_return in enumerate(eval_returns):
+                    log.scalars(i, {"eval/episodic_return": episodic_return})
+    return 0
 
 
 # =============================================================================================
 # Plumbing: the rollout's fast path, logging, checkpoints, evaluation, signals, the command line
 class RolloutActor:
-    """Acts for one rollout: the mean of `agent.get_mean_and_logstd`, plus sigma * noise. For one observation torch
-    costs 4x the arithmetic, so before each rollout an `actor_mean` of nn.Linear/nn.Tanh/nn.ReLU with an `actor_logstd`
-    parameter is copied into numpy and probed against the Agent; an Agent it cannot copy acts through torch. After the
-    rollout, `score` checks every action against the Agent itself: a rollout always acts as the Agent is written."""
+    """Acts for one rollout: `agent.get_mean_and_logstd`'s mean plus sigma * noise. For one observation torch costs 4x
+    the arithmetic, so an `actor_mean` of nn.Linear/nn.Tanh/nn.ReLU is copied into numpy before each rollout and probed
+    against the Agent (an Agent it cannot copy acts through torch); `check` then holds every action to the Agent."""
 
     ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0)}
 
@@ -468,14 +454,14 @@ class RolloutActor:
             self.layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
                            if isinstance(m, nn.Linear) else self.ACTIVATIONS[type(m)] for m in self.agent.actor_mean]
             self.std = np.exp(self.agent.actor_logstd.detach().cpu().numpy()[0])
-            probes = np.concatenate([obs, np.random.default_rng(0).normal(0, 3, (64,) + obs.shape[1:])]).astype(np.float32)
+            probes = np.concatenate([obs, np.random.default_rng(0).normal(0, 3, (64, obs.shape[1]))]).astype(np.float32)
             mean, logstd = self._torch(probes)
             self.use_torch = not (np.allclose(self._mean(probes), mean, rtol=1e-4, atol=1e-5)
                                   and np.allclose(np.log(self.std), logstd, rtol=1e-4, atol=1e-5))
         except (AttributeError, KeyError, TypeError, ValueError):  # not a Sequential of those layers
             self.use_torch = True
         if self.use_torch:
-            print("note: acting through torch (slower): the numpy copy of the actor cannot compute this Agent", file=sys.stderr)
+            print("note: acting through torch (slower): the numpy copy cannot compute this Agent", file=sys.stderr)
 
     @torch.no_grad()
     def _torch(self, obs):
@@ -488,59 +474,47 @@ class RolloutActor:
 
     def __call__(self, obs, noise):
         """An action of N(mean, sigma) for each observation, given standard normal noise."""
-        if self.use_torch:
+        if not self.use_torch:
+            return self._mean(obs) + self.std * noise
+        try:
             mean, logstd = self._torch(obs)
-            return mean + np.exp(logstd) * noise
-        return self._mean(obs) + self.std * noise
+        except (RuntimeError, ValueError) as e:  # e.g. BatchNorm in training mode, given one observation
+            raise UserError(f"the Agent cannot act on {len(obs)} observation(s) at a time, as the rollout does: "
+                            f"{str(e).strip().splitlines()[0]}") from None
+        return mean + np.exp(logstd) * noise
 
     @torch.no_grad()
-    def value(self, obs):
-        return self.agent.get_value(torch.as_tensor(obs, device=self.device).float()).view(-1).cpu().numpy()
-
-    @torch.no_grad()
-    def score(self, obs, actions, noise, iteration):
-        """Values and log-probs of a rollout, each from one batched call of the Agent itself, after checking
-        that every action was the Agent's mean + sigma * noise and that the Agent scores that Gaussian."""
+    def check(self, obs, actions, logprobs, noise, iteration):
+        """Stops the run unless every action of the rollout was the Agent's mean + sigma * noise, and the Agent's
+        log-probs of them (from get_action_and_value) are those of that Gaussian."""
         mean, logstd = self.agent.get_mean_and_logstd(obs)
-        _, logprobs, _, values = self.agent.get_action_and_value(obs, actions, rpo_noise=False)
         sampled = mean + logstd.exp() * torch.from_numpy(noise.reshape(actions.shape)).to(actions.device)
         if not torch.allclose(actions, sampled, rtol=1e-4, atol=1e-5):
-            if not torch.equal(mean, self.agent.get_mean_and_logstd(obs)[0]):
-                raise UserError("Agent.get_mean_and_logstd gives two means for the same observations (dropout or other "
-                                "randomness in training mode): the rollout's actions cannot be scored; make it deterministic")
-            raise UserError(f"at iteration {iteration} the rollout acted up to {(actions - sampled).abs().max():.2g} away "
-                            f"from Agent.get_mean_and_logstd; make {type(self).__name__} act through torch for this Agent")
+            if self.use_torch:  # torch acted as the Agent is written: its mean is not a function of the observation
+                raise UserError("Agent.get_mean_and_logstd gives other means when called again (dropout, BatchNorm or "
+                                "other training-mode layers): the rollout cannot be scored; make it deterministic")
+            raise UserError(f"at iteration {iteration} the rollout acted up to {(actions - sampled).abs().max():.2g} "
+                            "away from Agent.get_mean_and_logstd; make RolloutActor act through torch for this Agent")
         if not torch.allclose(logprobs, gaussian_logprob(actions, mean, logstd), rtol=1e-4, atol=1e-4):
-            raise UserError("Agent.get_action_and_value scores the rollout's actions under another distribution than "
-                            "N(mean, exp(logstd)) of get_mean_and_logstd, which the rollout samples; change both together")
-        return values.view(-1).cpu().numpy(), logprobs, logstd.exp().mean().item()
+            raise UserError("Agent.get_action_and_value scores actions under another distribution than the "
+                            "N(mean, exp(logstd)) of get_mean_and_logstd that the rollout samples: change both")
 
 
 def use_headless_rendering(required=True):
     """Pick an offscreen OpenGL backend for MuJoCo and dm_control when there is no display."""
     if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
-        return
-    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
-        if ctypes.util.find_library(library) and (backend != "egl" or _egl_works()):
+        return  # MUJOCO_GL=egl picks a GPU's renderer
+    for backend, library in (("osmesa", "OSMesa"), ("egl", "EGL")):  # libEGL is often there without a driver behind it
+        if ctypes.util.find_library(library):
             os.environ["MUJOCO_GL"] = backend
             return
     if required:
         raise UserError("--capture-video without a display needs OSMesa or EGL: apt-get install libosmesa6")
 
 
-def _egl_works():
-    # libEGL is often installed without a GPU driver behind it; only trust it if a display opens.
-    try:
-        egl = ctypes.CDLL(ctypes.util.find_library("EGL"))
-        egl.eglGetDisplay.restype = ctypes.c_void_p
-        display = egl.eglGetDisplay(ctypes.c_void_p(0))
-        return bool(display) and bool(egl.eglInitialize(ctypes.c_void_p(display), None, None))
-    except (OSError, AttributeError):
-        return False
-
-
 class Logger:
-    """TensorBoard (and W&B with --track), the progress bar on a terminal, and the reference's printed lines."""
+    """TensorBoard (and W&B with --track), the progress bar on a terminal, and the reference's printed lines. A log
+    that cannot be written (full disk, read-only folder) stops the run with one line, the OS's reason (`faults`)."""
 
     def __init__(self, args, run_name, global_step, resumed):
         self.args, self.log_dir = args, f"runs/{run_name}"
@@ -558,32 +532,32 @@ class Logger:
         self.excepthook, threading.excepthook = threading.excepthook, self.quiet_writer_thread
         with self.faults():
             self.writer = SummaryWriter(self.log_dir, purge_step=global_step + 1 if resumed else None, max_queue=1000)
-        if not resumed:
-            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
-                "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])))
+            if not resumed:
+                self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
+                    "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])))
         self.start_time, self.start_step, self.last_return = time.time(), global_step, None
         self.progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step",
                              unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty())
 
-    def episodes(self, global_step, final_info):
-        """Every episode that ended on this step, in any sub-env."""
+    def scalars(self, step, values, flush=False):
+        with self.faults():
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+            if flush:  # on disk now, for whoever watches the run (TensorBoard, the tuner's pruner)
+                self.writer.flush()
+
+    def episodes(self, global_step, final_info):  # every episode that ended on this step, in any sub-env
         for i in np.flatnonzero(final_info.get("_episode", [])):
             self.last_return = float(final_info["episode"]["r"][i])
             self.progress.write(f"global_step={global_step}, episodic_return={self.last_return}")
-            with self.faults():
-                self.writer.add_scalar("charts/episodic_return", self.last_return, global_step)
-                self.writer.add_scalar("charts/episodic_length", int(final_info["episode"]["l"][i]), global_step)
+            self.scalars(global_step, {"charts/episodic_return": self.last_return,
+                                       "charts/episodic_length": int(final_info["episode"]["l"][i])})
 
     def iteration(self, global_step, learning_rate, stats, action_std):
-        # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int((global_step - self.start_step) / (time.time() - self.start_time))
-        with self.faults():
-            self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-            for name, value in stats.items():  # every number `update` returns: a new metric is one line there
-                self.writer.add_scalar(f"losses/{name}", value, global_step)
-            self.writer.add_scalar("charts/action_std", action_std, global_step)
-            self.writer.add_scalar("charts/SPS", sps, global_step)
-            self.writer.flush()  # on disk each iteration, for whoever watches the run (TensorBoard, the tuner's pruner)
+        losses = {f"losses/{name}": value for name, value in stats.items()}  # all `update` returns: a new one is logged
+        self.scalars(global_step, {"charts/learning_rate": learning_rate, **losses, "charts/action_std": action_std,
+                                   "charts/SPS": sps}, flush=True)
         if self.progress.disable:
             print("SPS:", sps)
         self.progress.update(global_step - self.progress.n)
@@ -599,48 +573,28 @@ class Logger:
 
     @contextmanager
     def faults(self):
-        """A log that cannot be written (full disk, read-only folder) stops the run with one line: the OS's reason."""
         try:
             yield
         except OSError as e:
             raise UserError(f"cannot write the run's logs to {e.filename or self.log_dir}: {e.strerror or e}") from None
 
-    def quiet_writer_thread(self, hook_args):
-        # TensorBoard's writer thread keeps its error for our next call to raise (see `faults`); its traceback would
-        # be a second report of it
-        if not (issubclass(hook_args.exc_type, OSError) and type(hook_args.thread).__module__.startswith("tensorboard.")):
-            self.excepthook(hook_args)
-
-
-def finish(args, run_name, log, agent, optimizer, envs, global_step, point, stop):
-    """After the loop: a checkpoint of the last finished iteration if stopped by a signal, else the evaluation."""
-    if stop.signum is not None:
-        hint = ""
-        if args.save_model:
-            save_checkpoint(log.model_path, args, run_name, agent, optimizer, envs, point)
-            hint = f"; continue with --resume {log.model_path}"
-        print(f"{signal.Signals(stop.signum).name}: stopped at global_step={global_step}{hint}", file=sys.stderr)
-        return 128 + stop.signum
-    if args.save_model:
-        print(f"model saved to {log.model_path}")
-        if args.eval_episodes > 0:
-            returns = evaluate(agent, _rms_state(envs.obs_rms), args, run_name, args.eval_episodes, args.seed)
-            for i, episodic_return in enumerate(returns):
-                log.writer.add_scalar("eval/episodic_return", episodic_return, i)
-    return 0
+    def quiet_writer_thread(self, e):
+        # TensorBoard's writer thread keeps its error for our next call to raise (`faults`): no traceback of it here
+        if not (issubclass(e.exc_type, OSError) and type(e.thread).__module__.startswith("tensorboard")):
+            self.excepthook(e)
 
 
 class StopRequest:
-    """SIGINT/SIGTERM (Ctrl-C, or Slurm before a pre-emption) end the run cleanly at the next step."""
+    """SIGINT/SIGTERM (Ctrl-C, or Slurm before a pre-emption) end the run cleanly at the next step; a second Ctrl-C
+    stops it at once."""
 
     def __enter__(self):
-        self.signum = None
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.signum, self.previous = None, {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
         self.signum = signum
 
     def __exit__(self, *exc):
@@ -648,28 +602,19 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-# Checkpoints: everything needed to act (weights + observation normalizer) and to continue.
-# Plain tensors and Python values only, so torch.load(..., weights_only=True) opens them.
+# Checkpoints: everything to act (weights, normalizer) and to continue, as tensors and Python values (weights_only)
 CHECKPOINT_FORMAT = "rpo_continuous_action/3"
-RESUMABLE_FORMATS = (CHECKPOINT_FORMAT, "rpo_continuous_action/2")  # 2 did not hold the envs' state
 
 
 def resume_point(envs, next_obs, global_step, iteration, rollout_rng):
     """All that changes from one iteration to the next besides the weights and the optimizer, as plain values."""
     np_state = np.random.get_state()
-    return {
-        "global_step": global_step, "iteration": iteration,
-        "obs_rms": _rms_state(envs.obs_rms), "return_rms": _rms_state(envs.return_rms),
-        "discounted_reward": torch.tensor(envs.discounted_reward), "next_obs": torch.tensor(next_obs),
-        "envs": [take_env_state(env) for env in envs.env.envs],
-        "rng": {
-            "python": random.getstate(),
-            "numpy": (np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rollout": rollout_rng.bit_generator.state,
-        },
-    }
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state(), "rollout": rollout_rng.bit_generator.state,
+           "numpy": (np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {"global_step": global_step, "iteration": iteration, "rng": rng, "next_obs": torch.tensor(next_obs),
+            "obs_rms": _rms_state(envs.obs_rms), "return_rms": _rms_state(envs.return_rms),
+            "discounted_reward": torch.tensor(envs.discounted_reward), "envs": list(map(take_env_state, envs.env.envs))}
 
 
 def _rms_state(rms):
@@ -681,13 +626,11 @@ def _load_rms(rms, state):
 
 
 def save_checkpoint(path, args, run_name, agent, optimizer, envs, point):
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT, "args": asdict(args), "run_name": run_name,
-        "obs_shape": list(envs.single_observation_space.shape), "action_shape": list(envs.single_action_space.shape),
-        "action_low": torch.as_tensor(envs.single_action_space.low),
-        "action_high": torch.as_tensor(envs.single_action_space.high),
-        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), **point,
-    }
+    space = envs.single_action_space
+    checkpoint = {"format": CHECKPOINT_FORMAT, "args": asdict(args), "run_name": run_name,
+                  "obs_shape": list(envs.single_observation_space.shape), "action_shape": list(space.shape),
+                  "action_low": torch.as_tensor(space.low), "action_high": torch.as_tensor(space.high),
+                  "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), **point}
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)  # in memory first: a failed write is then the OS's error, not torch's
     # Write aside, then rename: a kill or a full disk during the write leaves the previous checkpoint whole.
@@ -718,19 +661,16 @@ def load_checkpoint(path):
     except Exception as e:  # truncated or corrupt archive
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {reason[:120]})") from None
-    if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("rpo_continuous_action/"):
-        raise UserError(f"{path} is not a checkpoint of rpo_continuous_action.py")
-    if checkpoint["format"] not in RESUMABLE_FORMATS:
-        raise UserError(f"{path} was saved by an older version of this script ({checkpoint['format']}, per-env "
-                        f"normalizers and a flat optimizer state); this one reads {' and '.join(RESUMABLE_FORMATS)}")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a checkpoint of rpo_continuous_action.py (format {CHECKPOINT_FORMAT})")
     return checkpoint
 
 
-def restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng):
-    """Put a saved run back: weights, optimizer, normalizers, RNGs and the envs, after their first reset.
-    Returns (global_step, next iteration, next observation)."""
-    check_shapes(checkpoint, envs.single_observation_space.shape, envs.single_action_space.shape, args.env_id)
-    load_weights(agent, checkpoint)
+def restore(checkpoint, args, envs, agent, optimizer, rollout_rng):
+    """Puts a saved run back (weights, optimizer, normalizers, RNGs, envs); returns global_step, iteration, next_obs."""
+    agent_from_checkpoint(checkpoint, envs.single_observation_space.shape, envs.single_action_space.shape, args.env_id,
+                          agent)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # the rates of this run's args
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (ValueError, KeyError) as e:
@@ -749,9 +689,8 @@ def restore(checkpoint, args, envs, agent, optimizer, base_lrs, rollout_rng):
     rollout_rng.bit_generator.state = rng["rollout"]
     global_step = checkpoint["global_step"]
     print(f"resuming {checkpoint['run_name']} at global_step={global_step}")
-    saved = checkpoint.get("envs")
-    why = ("the checkpoint holds no state of the envs" if saved is None else
-           f"the run was on {checkpoint['args']['env_id']}" if args.env_id != checkpoint["args"]["env_id"] else
+    saved = checkpoint["envs"]
+    why = (f"the run was on {checkpoint['args']['env_id']}" if args.env_id != checkpoint["args"]["env_id"] else
            f"this script cannot take the state of {args.env_id}'s envs" if None in saved else None)
     if why:
         print(f"note: the episodes in flight restart from a reset ({why})", file=sys.stderr)
@@ -770,9 +709,8 @@ def _env_parts(env):
     while isinstance(layers[-1], gym.Wrapper):
         layers.append(layers[-1].env)
     u = layers[-1]
-    attributes = [(w, "_elapsed_steps") for w in layers if isinstance(w, gym.wrappers.TimeLimit)]
-    attributes += [(w, name) for w in layers if isinstance(w, gym.wrappers.RecordEpisodeStatistics)
-                   for name in ("episode_returns", "episode_lengths")]
+    attributes = [(w, name) for name in ("_elapsed_steps", "episode_returns", "episode_lengths") for w in layers
+                  if name in vars(w)]
     family = type(u).__module__
     if family.startswith("gymnasium.envs.classic_control"):
         return attributes + [(u, "state")], None
@@ -780,12 +718,12 @@ def _env_parts(env):
         return attributes, (u.model, u.data)
     if family.startswith("shimmy.dm_control") and type(u._env).__module__ == "dm_control.rl.control":
         physics = u._env.physics  # dm_control counts the steps of its own time limit
-        return attributes + [(u._env, "_step_count"), (u._env, "_reset_next_step")], (physics.model.ptr, physics.data.ptr)
+        attributes += [(u._env, "_step_count"), (u._env, "_reset_next_step")]
+        return attributes, (physics.model.ptr, physics.data.ptr)
     return None
 
 
-# What dm_control's tasks draw in the model at each episode: the targets of reacher, finger, fish, swimmer, stacker
-# and manipulator, point_mass's actuation directions, quadruped's terrain
+# What dm_control's tasks draw in the model each episode: targets, point_mass's actuation, quadruped's terrain
 EPISODE_MODEL = ("body_pos", "body_quat", "geom_pos", "site_pos", "wrap_prm", "hfield_data")
 
 
@@ -801,7 +739,8 @@ def take_env_state(env):
         (model, data), integration = sim, np.empty(mujoco.mj_stateSize(sim[0], mujoco.mjtState.mjSTATE_INTEGRATION))
         mujoco.mj_getState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
         state["mujoco"] = [integration, data.xpos, data.xipos] + [getattr(model, name) for name in EPISODE_MODEL]
-    return _map(state, lambda x: torch.tensor(x) if isinstance(x, np.ndarray) else x.item() if isinstance(x, np.generic) else x)
+    return _map(state, lambda x: torch.tensor(x) if isinstance(x, np.ndarray) else
+                x.item() if isinstance(x, np.generic) else x)
 
 
 def put_env_state(env, state):
@@ -820,8 +759,7 @@ def put_env_state(env, state):
             setattr(model, name, value)
         mujoco.mj_setState(model, data, integration, mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(model, data)  # dm_control's step starts from the quantities derived from the state
-        # mj_step leaves the body positions of its last substep's start: gymnasium's Ant, Humanoid, Reacher and Pusher
-        # read them before stepping
+        # mj_step leaves the body positions of its last substep's start, which Ant, Humanoid, Reacher and Pusher read
         data.xpos, data.xipos = xpos, xipos
 
 
@@ -831,13 +769,14 @@ def _map(x, leaf):
     return [_map(v, leaf) for v in x] if isinstance(x, (list, tuple)) else leaf(x)
 
 
-def check_shapes(checkpoint, obs_shape, action_shape, env_id):
-    if list(obs_shape) != checkpoint["obs_shape"] or list(action_shape) != checkpoint["action_shape"]:
-        raise UserError(f"the checkpoint was made for observations {tuple(checkpoint['obs_shape'])} and actions "
-                        f"{tuple(checkpoint['action_shape'])}, but {env_id} has {tuple(obs_shape)} and {tuple(action_shape)}")
-
-
-def load_weights(agent, checkpoint):
+def agent_from_checkpoint(checkpoint, obs_shape=None, action_shape=None, env_id=None, agent=None):
+    """The checkpoint's weights in `agent` (a new Agent by default), refused if made for other shapes than env_id's."""
+    saved = tuple(checkpoint["obs_shape"]), tuple(checkpoint["action_shape"])
+    if obs_shape is not None and saved != (tuple(obs_shape), tuple(action_shape)):
+        raise UserError(f"the checkpoint was made for observations {saved[0]} and actions {saved[1]}, but {env_id} "
+                        f"has {tuple(obs_shape)} and {tuple(action_shape)}")
+    if agent is None:
+        agent = Agent(int(np.prod(saved[0])), int(np.prod(saved[1])), checkpoint["args"]["rpo_alpha"])
     try:
         agent.load_state_dict(checkpoint["agent"])
     except RuntimeError as e:  # the Agent was edited since the checkpoint was saved
@@ -845,48 +784,42 @@ def load_weights(agent, checkpoint):
     return agent
 
 
-def agent_from_checkpoint(checkpoint):
-    return load_weights(Agent(int(np.prod(checkpoint["obs_shape"])), int(np.prod(checkpoint["action_shape"])),
-                              checkpoint["args"]["rpo_alpha"]), checkpoint)
-
-
-def load_policy(path):
-    """One call to act with a saved policy in your own code: `policy = load_policy(path); a = policy(obs)`.
-
-    The returned function takes raw observations (one, or a batch), normalizes and clips them with
-    the statistics saved at training time, and returns the deterministic (mean) action, clipped to
-    the action space.
-    """
-    checkpoint = load_checkpoint(path)
-    agent = agent_from_checkpoint(checkpoint)
-    mean, var = checkpoint["obs_rms"]["mean"].numpy(), checkpoint["obs_rms"]["var"].numpy()
-    low, high = checkpoint["action_low"].numpy(), checkpoint["action_high"].numpy()
+def policy(agent, obs_rms):
+    """The deterministic policy on raw observations, one or a batch (n, obs_dim): normalized with the frozen statistics
+    obs_rms["mean"] and obs_rms["var"], the Agent's mean action."""
+    device, mean, var = next(agent.parameters()).device, np.asarray(obs_rms["mean"]), np.asarray(obs_rms["var"])
 
     @torch.no_grad()
     def act(obs):
-        obs = np.asarray(obs, dtype=np.float64)
+        obs = np.asarray(obs)
         if obs.shape[-1:] != mean.shape or obs.ndim > 2:
-            raise ValueError(f"expected an observation of shape {mean.shape} or a batch (n, {mean.size}), got {obs.shape}")
-        action, _ = agent.get_mean_and_logstd(torch.from_numpy(normalize_obs(obs.reshape(-1, mean.size), mean, var)))
-        action = np.clip(action.numpy(), low, high)
-        return action if obs.ndim == 2 else action[0]
+            raise ValueError(f"expected an observation of shape {mean.shape} or a batch (n, {mean.size}), got "
+                             f"{obs.shape}")
+        action, _ = agent.get_mean_and_logstd(torch.as_tensor(normalize_obs(obs.reshape(-1, mean.size), mean, var),
+                                                               device=device))
+        return action.cpu().numpy()[0 if obs.ndim == 1 else slice(None)]
 
     return act
 
 
-@torch.no_grad()
+def load_policy(path):
+    """One call to act with a saved policy in your own code: `policy = load_policy(path); a = policy(obs)`. It takes
+    raw observations (one, or a batch), normalizes them with the statistics saved at training time, and returns the
+    deterministic (mean) action, clipped to the action space."""
+    checkpoint = load_checkpoint(path)
+    act = policy(agent_from_checkpoint(checkpoint), checkpoint["obs_rms"])
+    return lambda obs: np.clip(act(obs), checkpoint["action_low"].numpy(), checkpoint["action_high"].numpy())
+
+
 def evaluate(agent, obs_rms, args, run_name, episodes, seed, checkpoint=None):
-    """Returns of `episodes` episodes of the mean action, with the observation statistics `obs_rms` frozen."""
-    device = next(agent.parameters()).device
+    """Returns of `episodes` episodes of `agent`'s (or the checkpoint's) mean action, with obs_rms frozen."""
     env = make_env(args.env_id, 0, args.capture_video, f"{run_name}-eval", video_trigger=lambda _: True)()
     if checkpoint is not None:
-        check_shapes(checkpoint, env.observation_space.shape, env.action_space.shape, args.env_id)
-    mean, var = obs_rms["mean"].numpy(), obs_rms["var"].numpy()
-    returns = []
+        agent = agent_from_checkpoint(checkpoint, env.observation_space.shape, env.action_space.shape, args.env_id)
+    act, returns = policy(agent, obs_rms), []
     obs, _ = env.reset(seed=seed)
     while len(returns) < episodes:
-        action, _ = agent.get_mean_and_logstd(torch.as_tensor(normalize_obs(obs[None], mean, var), device=device))
-        obs, _, terminated, truncated, info = env.step(action[0].cpu().numpy())
+        obs, _, terminated, truncated, info = env.step(act(obs))
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
             print(f"eval episode={len(returns) - 1}, episodic_return={returns[-1]}")
@@ -927,31 +860,32 @@ def parse_args(argv=None):
         raise UserError(f"--total-timesteps {args.total_timesteps} is less than one batch of {args.batch_size} "
                         "steps (num_envs x num_steps)")
     args.num_iterations = args.total_timesteps // args.batch_size
-    for name, value, low, open_low in (("rpo-alpha", args.rpo_alpha, 0, False), ("clip-coef", args.clip_coef, 0, False),
-                                       ("vf-coef", args.vf_coef, 0, False), ("learning-rate", args.learning_rate, 0, True),
-                                       ("max-grad-norm", args.max_grad_norm, 0, True),
-                                       ("target-kl", 1 if args.target_kl is None else args.target_kl, 0, True)):
-        if value < low or (open_low and value == low) or not math.isfinite(value):
-            raise UserError(f"--{name} must be {'>' if open_low else '>='} {low}, got {value}")
-    if args.eval_episodes < (1 if args.eval_checkpoint else 0):
-        raise UserError(f"--eval-episodes must be at least {1 if args.eval_checkpoint else 0}, got {args.eval_episodes}")
+    target_kl = 1 if args.target_kl is None else args.target_kl
+    for name, value, open_low in (("rpo-alpha", args.rpo_alpha, False), ("clip-coef", args.clip_coef, False),
+                                  ("vf-coef", args.vf_coef, False), ("learning-rate", args.learning_rate, True),
+                                  ("max-grad-norm", args.max_grad_norm, True), ("target-kl", target_kl, True)):
+        if value < 0 or (open_low and value == 0) or not math.isfinite(value):
+            raise UserError(f"--{name} must be {'>' if open_low else '>='} 0, got {value}")
+    least = 1 if args.eval_checkpoint else 0
+    if args.eval_episodes < least:
+        raise UserError(f"--eval-episodes must be at least {least}, got {args.eval_episodes}")
     if args.norm_adv and args.minibatch_size < 2:
         raise UserError("minibatches of one sample cannot normalize advantages: use fewer --num-minibatches")
     if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
-        raise UserError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma} and {args.gae_lambda}")
+        raise UserError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma} and "
+                        f"{args.gae_lambda}")
     return args, checkpoint
 
 
 def main(argv=None):
     try:
         args, checkpoint = parse_args(argv)
+        torch.set_num_threads(args.torch_threads)
         if args.capture_video:
             use_headless_rendering()
         if not args.eval_checkpoint:
             return train(args, checkpoint if args.resume else None)
-        torch.set_num_threads(args.torch_threads)
-        evaluate(agent_from_checkpoint(checkpoint), checkpoint["obs_rms"], args, checkpoint["run_name"],
-                 args.eval_episodes, args.seed, checkpoint=checkpoint)
+        evaluate(None, checkpoint["obs_rms"], args, checkpoint["run_name"], args.eval_episodes, args.seed, checkpoint)
         return 0
     except (UserError, OSError) as e:  # OSError: a file the run needs (a video folder, ...) that the machine refused
         message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else e

@@ -109,7 +109,7 @@ def test_a_numpy_copy_that_disagrees_with_the_agent_is_not_used(tmp_path):
     is tanh) is caught on the probes, and torch acts instead."""
     edits = EDITS["relu_actor"] + [("nn.ReLU: lambda x: np.maximum(x, 0)", "nn.ReLU: np.tanh")]
     proc, logged = train_copy(tmp_path, edits, *CONSISTENCY)
-    assert "note: acting through torch (slower): the numpy copy of the actor cannot compute this Agent" in proc.stderr
+    assert "note: acting through torch (slower): the numpy copy cannot compute this Agent" in proc.stderr
     np.testing.assert_allclose([v for _, v in logged["losses/old_approx_kl"]], 0.0, atol=1e-6)
 
 
@@ -133,8 +133,8 @@ def test_a_distribution_the_rollout_does_not_sample_is_refused(tmp_path):
     proc, _ = train_copy(tmp_path, edits, *CONSISTENCY, check=False)
     assert proc.returncode == 2
     [line] = proc.stderr.splitlines()
-    assert line.endswith("error: Agent.get_action_and_value scores the rollout's actions under another distribution "
-                         "than N(mean, exp(logstd)) of get_mean_and_logstd, which the rollout samples; change both together")
+    assert line.endswith("error: Agent.get_action_and_value scores actions under another distribution than the "
+                         "N(mean, exp(logstd)) of get_mean_and_logstd that the rollout samples: change both")
 
 
 def test_the_entropy_shortcut_changes_no_number(tmp_path):
@@ -151,17 +151,32 @@ def test_the_entropy_shortcut_changes_no_number(tmp_path):
     assert shortcut == full_loss
 
 
-def test_an_agent_random_in_training_mode_is_named_as_the_cause(tmp_path):
-    """Dropout in the actor makes the mean differ between two calls: the run stops with one line that says so,
-    instead of telling the user to act through torch, which such a run already does."""
+@pytest.mark.parametrize("layer,num_envs", [("nn.Dropout(0.2)", "1"), ("nn.BatchNorm1d(64)", "3")])
+def test_an_agent_whose_mean_is_not_its_observations_own_is_named_as_the_cause(tmp_path, layer, num_envs):
+    """Dropout makes the mean differ between two calls, and BatchNorm in training mode makes an observation's mean
+    depend on the batch it came in: the run stops with one line that says so, instead of telling the user to act
+    through torch, which such a run already does."""
     edits = [(ACTOR, ACTOR.replace("            nn.Tanh(),\n            layer_init(nn.Linear(64, 64)),",
-                                   "            nn.Tanh(),\n            nn.Dropout(0.2),\n            layer_init(nn.Linear(64, 64)),", 1))]
-    proc, _ = train_copy(tmp_path, edits, *CONSISTENCY, check=False)
+                                   f"            nn.Tanh(),\n            {layer},\n            layer_init(nn.Linear(64, 64)),", 1))]
+    proc, _ = train_copy(tmp_path, edits, *CONSISTENCY, "--num-envs", num_envs, check=False)
     assert proc.returncode == 2
-    assert "note: acting through torch (slower)" in proc.stderr
+    note, line = proc.stderr.splitlines()
+    assert note.startswith("note: acting through torch (slower)") and "Traceback" not in proc.stderr
+    assert line.endswith("error: Agent.get_mean_and_logstd gives other means when called again (dropout, BatchNorm or "
+                         "other training-mode layers): the rollout cannot be scored; make it deterministic")
+
+
+def test_batchnorm_acting_on_one_observation_stops_with_one_line(tmp_path):
+    """The copy a user makes first: BatchNorm in the actor, one env. In training mode BatchNorm cannot normalize a
+    batch of one observation, which is what each rollout step gives it: one line names that, no traceback."""
+    edits = [(ACTOR, ACTOR.replace("            nn.Tanh(),\n            layer_init(nn.Linear(64, 64)),",
+                                   "            nn.Tanh(),\n            nn.BatchNorm1d(64),\n"
+                                   "            layer_init(nn.Linear(64, 64)),", 1))]
+    proc, _ = train_copy(tmp_path, edits, *CONSISTENCY, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.splitlines()[-1]
-    assert line.endswith("error: Agent.get_mean_and_logstd gives two means for the same observations (dropout or other "
-                         "randomness in training mode): the rollout's actions cannot be scored; make it deterministic")
+    assert line.endswith("error: the Agent cannot act on 1 observation(s) at a time, as the rollout does: Expected more "
+                         "than 1 value per channel when training, got input size torch.Size([1, 64])")
 
 
 def test_a_number_added_to_update_is_logged(tmp_path):

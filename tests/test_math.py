@@ -66,9 +66,29 @@ def test_alpha_zero_is_ppo_exactly():
     assert torch.equal(value, agent.critic(x))
 
 
-def test_the_rollout_acts_with_the_unperturbed_policy_and_scores_with_the_agent():
-    """The rollout samples N(mu, sigma) (no RPO noise) through the numpy copy, and takes its log-probs and
-    values from the Agent itself, unperturbed."""
+def test_without_an_action_the_agent_samples_its_unperturbed_policy_and_scores_that_sample():
+    """As in the reference, get_action_and_value(x) draws an action of N(mu, sigma), with no RPO noise on the
+    mean (which would widen the spread to sqrt(sigma^2 + alpha^2 / 3)), and returns that action's log-prob under
+    the same unperturbed Gaussian."""
+    agent = make_agent(act_dim=2, alpha=0.5)
+    with torch.no_grad():
+        agent.actor_logstd.fill_(-1.0)  # sigma 0.368; with the noise the spread would be 0.467
+    x = torch.randn(1, 5).expand(40000, 5)
+    with torch.no_grad():
+        action, logprob, entropy, value = agent.get_action_and_value(x)
+        mean, std = agent.actor_mean(x[:1]), math.exp(-1.0)
+    assert action.shape == (40000, 2) and not action.requires_grad
+    torch.testing.assert_close(action.mean(0, keepdim=True), mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(action.std(0), torch.full((2,), std), atol=0.005, rtol=0)
+    expected = Normal(mean.expand(40000, 2), std).log_prob(action).sum(1)
+    torch.testing.assert_close(logprob, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy, torch.full((40000,), 2 * (0.5 + 0.5 * math.log(2 * math.pi) - 1.0)))
+    assert torch.equal(value, agent.critic(x).detach())
+
+
+def test_the_rollout_acts_with_the_unperturbed_policy_and_the_check_holds_it_to_the_agent():
+    """The rollout samples N(mu, sigma) (no RPO noise) through the numpy copy; after it, `check` accepts the
+    rollout only if every action was the Agent's mean + sigma * noise, and names the iteration if not."""
     agent = make_agent(act_dim=2, alpha=0.5)
     with torch.no_grad():
         agent.actor_logstd.fill_(-0.7)
@@ -81,15 +101,19 @@ def test_the_rollout_acts_with_the_unperturbed_policy_and_scores_with_the_agent(
     with torch.no_grad():
         mean, std = agent.actor_mean(x), agent.actor_logstd.exp().expand(256, 2)
     np.testing.assert_allclose(action, mean.numpy() + std.numpy() * noise, rtol=1e-5, atol=1e-6)
-    values, logprob, action_std = actor.score(x, torch.from_numpy(action), noise, iteration=1)
+    with torch.no_grad():
+        _, logprob, _, _ = agent.get_action_and_value(x, torch.from_numpy(action), rpo_noise=False)
     expected = Normal(mean, std).log_prob(torch.from_numpy(action)).sum(1)
     torch.testing.assert_close(logprob, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(values, agent.critic(x).detach().numpy()[:, 0], rtol=1e-6, atol=1e-6)
-    assert action_std == pytest.approx(math.exp(-0.7))
+    actor.check(x, torch.from_numpy(action), logprob, noise, iteration=1)  # passes: the rollout acted as the Agent
     # an action that is not mean + sigma * noise is refused, with the iteration named
     action[17, 1] += 0.01
     with pytest.raises(rpo.UserError, match="at iteration 3 the rollout acted up to 0.01 away"):
-        actor.score(x, torch.from_numpy(action), noise, iteration=3)
+        actor.check(x, torch.from_numpy(action), logprob, noise, iteration=3)
+    # log-probs of another Gaussian than the one sampled are refused too
+    action[17, 1] -= 0.01
+    with pytest.raises(rpo.UserError, match="scores actions under another distribution"):
+        actor.check(x, torch.from_numpy(action), logprob + 0.1, noise, iteration=4)
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])  # float32 and float64 observations
@@ -134,10 +158,19 @@ def test_normalizers_are_the_per_env_wrappers_bit_for_bit(env_id):
 
 
 def test_noise_follows_the_mean_dtype():
-    agent = make_agent(act_dim=2).double()
+    """A float64 Agent draws RPO's z in float64: the log-prob is the float64 formula with z from the same generator
+    state drawn as float64 (a float32 draw takes other bits of the stream and rounds, and misses by far more)."""
+    agent = make_agent(act_dim=2, alpha=0.5).double()
     x, a = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
-    _, logprob, _, _ = agent.get_action_and_value(x, a)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        _, logprob, _, _ = agent.get_action_and_value(x, a)
+        torch.manual_seed(7)
+        z = torch.empty(8, 2, dtype=torch.float64).uniform_(-0.5, 0.5)
+        mean, logstd = agent.actor_mean(x), agent.actor_logstd.expand(8, 2)
+        expected = (-0.5 * ((a - mean - z) / logstd.exp()) ** 2 - logstd - 0.5 * math.log(2 * math.pi)).sum(1)
     assert logprob.dtype == torch.float64
+    torch.testing.assert_close(logprob, expected, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
@@ -147,10 +180,9 @@ def test_noise_on_the_gpu():
     assert logprob.device.type == "cuda"
 
 
-def reference_gae(rewards, values, dones_after, next_value, next_done, gamma, lam):
+def reference_gae(rewards, values, dones, next_value, next_done, gamma, lam):
     """The reference script's loop, with its convention: dones[t] says obs[t] began a new episode."""
     T = len(rewards)
-    dones = np.concatenate([np.zeros_like(dones_after[:1]), dones_after[:-1]])  # done flag stored with obs[t]
     advantages = np.zeros_like(rewards)
     lastgaelam = 0
     for t in reversed(range(T)):
@@ -172,10 +204,10 @@ def test_gae_matches_the_reference_loop():
     values = rng.normal(size=(T, N))
     terminated = rng.random((T, N)) < 0.03
     truncated = rng.random((T, N)) < 0.02
-    dones = np.logical_or(terminated, truncated).astype(np.float64)
-    next_value = rng.normal(size=N)
-    advantages, returns = rpo.compute_gae(rewards, values, dones, next_value, 0.99, 0.95)
-    ref_adv, ref_ret = reference_gae(rewards, values, dones, next_value, dones[-1], 0.99, 0.95)
+    dones = np.logical_or(terminated, truncated).astype(np.float64)  # obs[t] starts an episode
+    next_value, next_done = rng.normal(size=N), np.array([0.0, 1.0, 0.0, 1.0])
+    advantages, returns = rpo.compute_gae(rewards, values, dones, next_value, next_done, 0.99, 0.95)
+    ref_adv, ref_ret = reference_gae(rewards, values, dones, next_value, next_done, 0.99, 0.95)
     np.testing.assert_allclose(advantages, ref_adv, rtol=1e-12)
     np.testing.assert_allclose(returns, ref_ret, rtol=1e-12)
     assert dones.sum() > 10  # the case has episode ends in it
@@ -184,8 +216,8 @@ def test_gae_matches_the_reference_loop():
 def test_gae_does_not_bootstrap_across_an_episode_end():
     rewards = np.array([[1.0], [1.0], [1.0]])
     values = np.array([[0.5], [0.5], [100.0]])  # the next episode's start is worth a lot
-    dones = np.array([[0.0], [1.0], [0.0]])
-    advantages, _ = rpo.compute_gae(rewards, values, dones, np.array([0.0]), 0.9, 1.0)
+    dones = np.array([[0.0], [0.0], [1.0]])  # obs[2] starts a new episode: step 1 ended one
+    advantages, _ = rpo.compute_gae(rewards, values, dones, np.array([0.0]), np.array([0.0]), 0.9, 1.0)
     assert advantages[1, 0] == pytest.approx(1.0 - 0.5)  # reward only, no value of step 2
     assert advantages[0, 0] == pytest.approx((1.0 + 0.9 * 0.5 - 0.5) + 0.9 * 0.5)
 
