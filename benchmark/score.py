@@ -3,6 +3,9 @@
 - A run's *final return* is the mean of `charts/episodic_return` (read from its TensorBoard
   event files) over its last LAST_EPISODES = 10 training episodes (fewer if it has fewer).
   score_at gives the same at any step: the mean of the last 10 episodes ended by then.
+  score_at_budget scores a run at a budget of s steps only if it reached s: its last episode
+  ended at 99% of s or later (a trainer stops at a whole number of batches, 8M steps of 2048
+  are 7,999,488, and its last episode ends at or before that).
 - The *normalized score* puts envs on one scale: (return - low) / (high - low), with
   [low, high] per env from score_range:
     dm_control:  [0, 1000], the bounds of its return (a reward in [0, 1] per step, 1000 steps);
@@ -30,6 +33,8 @@ import scipy.stats
 LAST_EPISODES = 10
 RETURN_TAG = "charts/episodic_return"
 LENGTH_TAG = "charts/episodic_length"
+STD_TAG = "charts/action_std"  # the mean σ of the Gaussian policy, logged every iteration
+REACHED_PERCENT = 99  # a run reached a budget if its last episode ended at 99% of it or later
 RUN_NAME = re.compile(r"^(?P<env>.+)__alpha(?P<alpha>[^_]+)__seed(?P<seed>\d+)$")  # sweep.sh's run directories
 PUBLISHED = Path(__file__).with_name("published.csv")
 BOOTSTRAP_SEED = 0
@@ -152,17 +157,32 @@ def score_at(run, steps):
     return smoothed(run["returns"])[index]
 
 
-def make_run(seed, steps, returns, lengths, finished):
-    """A run's episodes in the order they ended, and its final return."""
+def reached(run, step):
+    """Whether the run trained to step: its last episode ended at REACHED_PERCENT% of step or later."""
+    return 100 * int(run["steps"][-1]) >= REACHED_PERCENT * step
+
+
+def score_at_budget(run, step):
+    """score_at(run, step) if the run reached step and had an episode by then, else None."""
+    return float(score_at(run, step)) if reached(run, step) and run["steps"][0] <= step else None
+
+
+def make_run(seed, steps, returns, lengths, action_std=None, *, finished):
+    """A run's episodes in the order they ended, its final return and its logged σ: (steps, values) or None."""
     # stable: episodes of several sub-envs that end on the same step keep their order
     order = np.argsort(steps, kind="stable")
     steps, returns, lengths = (np.asarray(a)[order] for a in (steps, returns, lengths))
+    if action_std is not None:
+        std_steps, values = (np.asarray(a) for a in action_std)
+        order = np.argsort(std_steps, kind="stable")
+        action_std = std_steps[order].astype(np.int64), values[order].astype(np.float64)
     return {"seed": seed, "steps": steps, "returns": returns.astype(np.float64), "lengths": lengths,
-            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished}
+            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished, "action_std": action_std}
 
 
 def load_episodes(run_dir):
-    """(steps, returns, lengths) of a run's training episodes, or a reason to skip it."""
+    """(steps, returns, lengths, σ) of a run's training episodes and its logged σ ((steps, values), or None
+    if it has none), or a reason to skip it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     event_dirs = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
@@ -183,8 +203,10 @@ def load_episodes(run_dir):
     # The trainer logs both tags for every episode at the step it ended, so they pair up by position.
     if [e.step for e in returns] != [e.step for e in lengths]:
         return None, f"{RETURN_TAG} and {LENGTH_TAG} do not pair up ({len(returns)} against {len(lengths)} points)"
+    stds = acc.Scalars(STD_TAG) if STD_TAG in tags else None
     return (np.array([e.step for e in returns], dtype=np.int64), np.array([e.value for e in returns]),
-            np.array([round(e.value) for e in lengths], dtype=np.int64)), None
+            np.array([round(e.value) for e in lengths], dtype=np.int64),
+            ([e.step for e in stds], [e.value for e in stds]) if stds else None), None
 
 
 def sort_groups(groups):
