@@ -1,6 +1,6 @@
 """Tables, statistics and learning curves from a sweep of benchmark/sweep.sh.
 
-    python benchmark/report.py RUNS_DIR_OR_CSV --out DIR [--export CSV] [--above RETURN]
+    python benchmark/report.py RUNS_DIR_OR_CSV --out DIR [--export CSV] [--above RETURN] [--at STEPS]
     python benchmark/report.py --arms [NAME=]DIR_OR_CSV ... --out DIR [--export CSV] [--above RETURN]
 
     # a sweep's tables and curves, also while it is still running
@@ -8,6 +8,8 @@
     # keep its episodes as data, then rebuild the report from that file alone
     python benchmark/report.py benchmark/runs --export benchmark/results/episodes.csv.gz
     python benchmark/report.py benchmark/results/episodes.csv.gz --out benchmark/results
+    # also each alpha's score and σ at 1M, 2M, 4M and 8M steps
+    python benchmark/report.py benchmark/runs --out benchmark/results --at 1M,2M,4M,8M
     # implementations compared (benchmark/parity.sh's arms), the first arm against the others
     python benchmark/report.py --arms OUT/reference-mujoco237 OUT/ours-mujoco237 OUT/ours-mujoco3 --out DIR
 
@@ -22,6 +24,13 @@ directories know which runs are unfinished (DONE) or unusable; an export keeps e
 run that has episodes, and a report made from it marks none as unfinished. Runs are
 grouped by (env, alpha); alpha 0 is PPO.
 
+The policy's σ (charts/action_std, logged by the trainer every iteration) comes from the
+run directories too. --export writes it, in the same order and the same way, to a second
+file named after the export (episodes.csv.gz -> episodes.action_std.csv.gz; env_id,
+rpo_alpha, seed, global_step, action_std, a row per point), which a report made from the
+episodes CSV reads if it is there: the episodes CSV stays as it was, and the studies
+exported before σ was kept rebuild as they were, without σ.
+
 --arms compares implementations instead of alphas: each arm is a sweep's directory or a
 one-arm CSV, named NAME or after its folder or file; the first arm is the one the others
 are compared with. Its --export adds a first column, arm, in the arms' order, and a report
@@ -31,11 +40,14 @@ final returns, and P(arm > first arm) [95% CI], computed as below; with more tha
 (env, alpha), each arm's normalized IQM and mean P over them (stratified by env and
 alpha). OUT/learning_curves.png has one panel per env and alpha, one line per arm.
 --above RETURN adds to either report how many runs of each cell end above RETURN
-(results.md names the flag, so the report can be rebuilt with it).
+(results.md names the flag, so the report can be rebuilt with it). --at STEPS (a sweep's
+report only) scores the runs at budgets, e.g. 1M,2M,4M,8M or 1000000,2000000 (k = 1,000,
+M = 1,000,000; results.md names the flag too).
 
-A run's *final return*, the *normalized score* and the aggregate *IQM* are defined once,
-in benchmark/score.py, which tune.py uses too: a tuner trial's value is the aggregate
-normalized IQM that this report prints for the trial's runs (report.py DIR/trials/N).
+A run's *final return*, its score at a budget, the *normalized score* and the aggregate
+*IQM* are defined once, in benchmark/score.py, which tune.py uses too: a tuner trial's
+value is the aggregate normalized IQM that this report prints for the trial's runs
+(report.py DIR/trials/N).
 
 OUT/results.md holds, in this order:
   - the table in the reference's shape: one row per env, one column per alpha, PPO
@@ -65,6 +77,15 @@ OUT/results.md holds, in this order:
       every interval: percentile bootstrap, 10,000 resamples (2,000 per point of
       the curves), from a fixed seed, so the same input gives the same file
       (rliable itself is not needed: scipy's bootstrap resamples the same way).
+  - with --at, per env, budget and alpha, the IQM [95% CI] of the runs' scores at the
+    budget (the mean of a run's last 10 episodes ended by then, as in the sample-efficiency
+    curves, for the runs that reached it: their last episode ended at 99% of it or later),
+    and P(A > B) [95% CI] over those runs; a cell says how many runs reached the budget
+    where not all did (n/a: none);
+  - where runs logged σ: with --at, per env, budget and alpha, the median (min–max) over
+    the runs that reached the budget of the last σ logged at or before it; and
+    OUT/action_std.png, σ against steps, one panel per env, one line per alpha (median
+    over seeds, shaded min–max).
   results.md names neither its input nor a time: it can be committed and rebuilt.
 OUT/learning_curves.png: one panel per env, one line per alpha: mean over seeds of each
 run's return, smoothed over 10 episodes, with a ±std band; x = global step.
@@ -80,8 +101,8 @@ improvement need no normalization.
 
 Works on a sweep that is still running: it reports the runs that have episodes,
 marks the unfinished ones, and lists the runs it skipped and why. Bad input (a missing
-path, a CSV without the columns above or with a value that is not a number) gets one
-line on stderr and exit status 2.
+path, a CSV without the columns above or with a value that is not a number, an --at
+that is not a list of whole step counts) gets one line on stderr and exit status 2.
 """
 
 import argparse
@@ -92,17 +113,20 @@ import math
 import sys
 import warnings
 from collections import defaultdict
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score import (LAST_EPISODES, RETURN_TAG, interval, iqm, load_published, load_run_dirs,  # noqa: E402
-                   make_run, normalized, normalized_finals, pooled_iqm, score_at, score_range, smoothed,
-                   sort_groups)
+from score import (LAST_EPISODES, REACHED_PERCENT, RETURN_TAG, STD_TAG, interval, iqm, load_published,  # noqa: E402
+                   load_run_dirs, make_run, normalized, normalized_finals, pooled_iqm, reached, score_at,
+                   score_at_budget, score_range, smoothed, sort_groups)
 
 COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "episodic_return", "episodic_length")
+STD_COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "action_std")  # the σ file beside an export
 ARM = "arm"  # the optional first column of an episodes CSV of several arms (implementations)
+UNITS = {"M": 1_000_000, "k": 1_000}  # of --at's budgets
 CURVE_RESAMPLES = 2_000
 CURVE_POINTS = 100
 
@@ -120,9 +144,9 @@ def load_csv(path):
     return arms[None]
 
 
-def read_csv(path):
-    """{arm: {(env, alpha): [run, ...]}} from an episodes CSV, arms in the order they first appear;
-    the one arm is None in a CSV without an arm column."""
+def read_rows(path, columns, what, parse):
+    """(its columns, {key: [value, ...]}) of a plain or gzipped CSV that has these columns: (key, value) = parse(row)
+    for each row, in file order."""
     raw = path.read_bytes()
     try:
         if raw[:2] == b"\x1f\x8b":
@@ -131,26 +155,54 @@ def read_csv(path):
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise BadInput(f"{path}: not a CSV or gzipped CSV ({e})") from None
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
         found = ", ".join(reader.fieldnames or []) or "none"
         raise BadInput(f"{path}: missing column(s) {', '.join(missing)} (its columns: {found}; "
-                       f"an episodes CSV has {', '.join(COLUMNS)})")
-    has_arm = ARM in reader.fieldnames
-    episodes = defaultdict(list)  # (arm, env, alpha, seed) -> [(step, return, length)], in file order
+                       f"{what} has {', '.join(columns)})")
+    grouped = defaultdict(list)
     for row in reader:
         try:
-            float(row["rpo_alpha"])  # alpha stays the string it was written as: it names a column
-            key = (row[ARM] if has_arm else None, row["env_id"], row["rpo_alpha"], int(row["seed"]))
-            episodes[key].append((int(row["global_step"]), float(row["episodic_return"]),
-                                  int(row["episodic_length"])))
+            key, value = parse(row)
         except (TypeError, ValueError):
             raise BadInput(f"{path}, line {reader.line_num}: not a number where one is expected: "
-                           f"{','.join(str(row.get(c)) for c in COLUMNS)}") from None
+                           f"{','.join(str(row.get(c)) for c in columns)}") from None
+        grouped[key].append(value)
+    return reader.fieldnames, grouped
+
+
+def episode(row):
+    """((arm, env, alpha, seed), (step, return, length)) of a row of an episodes CSV; arm None without the column."""
+    float(row["rpo_alpha"])  # alpha stays the string it was written as: it names a column
+    return ((row.get(ARM), row["env_id"], row["rpo_alpha"], int(row["seed"])),
+            (int(row["global_step"]), float(row["episodic_return"]), int(row["episodic_length"])))
+
+
+def std_point(row):
+    """((env, alpha, seed), (step, σ)) of a row of a σ CSV."""
+    return (row["env_id"], row["rpo_alpha"], int(row["seed"])), (int(row["global_step"]), float(row["action_std"]))
+
+
+def std_file(path):
+    """Where an export keeps its runs' σ: beside it, episodes.csv.gz -> episodes.action_std.csv.gz."""
+    gz = ".gz" if path.name.endswith(".gz") else ""
+    return path.with_name(path.name.removesuffix(".gz").removesuffix(".csv") + ".action_std.csv" + gz)
+
+
+def read_csv(path):
+    """{arm: {(env, alpha): [run, ...]}} from an episodes CSV, arms in the order they first appear;
+    the one arm is None in a CSV without an arm column. Runs of one arm get their σ from the file beside it."""
+    columns, episodes = read_rows(path, COLUMNS, "an episodes CSV", episode)
+    stds = {}
+    if ARM not in columns and std_file(path).is_file():
+        stds = read_rows(std_file(path), STD_COLUMNS, "a σ CSV", std_point)[1]
+    if stray := sorted(set(stds) - {key[1:] for key in episodes}):
+        raise BadInput(f"{std_file(path)}: holds the σ of runs that {path.name} has no episodes of, e.g. "
+                       "{} α={} seed {}".format(*stray[0]))
     arms = defaultdict(lambda: defaultdict(list))
     for (arm, env, alpha, seed), rows in episodes.items():
-        steps, returns, lengths = zip(*rows)
-        arms[arm][env, alpha].append(make_run(seed, steps, returns, lengths, finished=True))
+        points = stds.get((env, alpha, seed))
+        arms[arm][env, alpha].append(make_run(seed, *zip(*rows), points and tuple(zip(*points)), finished=True))
     return {arm: sort_groups(groups) for arm, groups in arms.items()} or {None: {}}
 
 
@@ -161,19 +213,32 @@ def by_cell(keys):
 
 def export_csv(arms, path):
     """Writes every episode of every run of {arm: groups}, one row each, arms in their order (an `arm`
-    column only where there are named arms: {None: groups} writes one arm's file); .gz names get a
-    reproducible gzip."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    column only where there are named arms: {None: groups} writes one arm's file), and for one arm whose
+    runs logged σ, their σ to std_file(path) (a stale one goes); the σ file written, or None."""
     named = list(arms) != [None]
-    writer.writerow((ARM, *COLUMNS) if named else COLUMNS)
+    rows = []
     for arm, groups in arms.items():
         for env, alpha in by_cell(groups):
             for run in groups[env, alpha]:
                 for step, ret, length in zip(run["steps"], run["returns"], run["lengths"]):
                     # repr of a float is exact, so reading the file back gives the same numbers
                     row = (env, alpha, run["seed"], int(step), repr(float(ret)), int(length))
-                    writer.writerow((arm, *row) if named else row)
+                    rows.append((arm, *row) if named else row)
+    write_csv(path, (ARM, *COLUMNS) if named else COLUMNS, rows)
+    stds = [] if named else [(env, alpha, run["seed"], int(step), repr(float(value)))
+                             for env, alpha in by_cell(arms[None]) for run in arms[None][env, alpha]
+                             if run["action_std"] is not None for step, value in zip(*run["action_std"])]
+    if not stds:
+        std_file(path).unlink(missing_ok=True)
+        return None
+    write_csv(std_file(path), STD_COLUMNS, stds)
+    return std_file(path)
+
+
+def write_csv(path, header, rows):
+    """A CSV; .gz names get a reproducible gzip."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *rows])
     data = out.getvalue().encode("utf-8")
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=9, mtime=0)  # no time stamp: same episodes, same bytes
@@ -273,6 +338,27 @@ def short_steps(steps):
     return str(rounded)
 
 
+def budget_text(steps):
+    """A budget as --at takes it, exactly: 8000000 -> '8M', 1500000 -> '1.5M', 999424 -> '999.424k'."""
+    suffix, size = next(((suffix, size) for suffix, size in UNITS.items() if steps >= size), ("", 1))
+    return f"{Decimal(steps) / size}{suffix}"
+
+
+def parse_budgets(text):
+    """--at's budgets, sorted, each once: step counts separated by commas, whole or with k or M (1M = 1,000,000)."""
+    budgets = set()
+    for part in map(str.strip, text.split(",")):
+        try:
+            steps = Decimal(part[:-1] if part[-1:] in UNITS else part) * UNITS.get(part[-1:], 1)
+        except InvalidOperation:
+            steps = Decimal("NaN")
+        if not (steps.is_finite() and steps >= 1 and steps == steps.to_integral_value()):
+            raise argparse.ArgumentTypeError(f"expected whole step counts separated by commas, such as "
+                                             f"1000000,2000000 or 1M,2M; got {part!r} in {text!r}")
+        budgets.add(int(steps))
+    return sorted(budgets)
+
+
 def plural(n, word):
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -325,6 +411,10 @@ def above_header(above):
 def above_note(above):
     return ([f"above {above:g}: how many of the runs have a final return above {above:g} (`--above {above:g}`).", ""]
             if above is not None else [])
+
+
+def improvement_header(a, b):
+    return f"P({alpha_header(a)} > {'PPO' if float(b) == 0 else alpha_header(b)}) [95% CI]"
 
 
 def improvement_cell(x, y):
@@ -424,7 +514,7 @@ def statistics_section(groups, envs, alphas, above=None):
     pairs = comparisons(alphas)
     if pairs:
         header, rows, found = [""], [], {pair: [] for pair in pairs}
-        header += [f"P({alpha_header(a)} > {'PPO' if float(b) == 0 else alpha_header(b)}) [95% CI]" for a, b in pairs]
+        header += [improvement_header(a, b) for a, b in pairs]
         for env in envs:
             row = [env]
             for a, b in pairs:
@@ -442,6 +532,65 @@ def statistics_section(groups, envs, alphas, above=None):
                   "interval (each alpha's runs resampled within each env):", "",
                   markdown_table(header, rows), ""]
     return lines
+
+
+def std_at_budget(run, step):
+    """The last σ the run logged at or before step, if it reached step (score.reached) and logged one by then."""
+    if run["action_std"] is None or not reached(run, step):
+        return None
+    steps, values = run["action_std"]
+    index = np.searchsorted(steps, step, side="right") - 1
+    return float(values[index]) if index >= 0 else None
+
+
+def budget_rows(groups, envs, alphas, budgets, value, cell, pairs=()):
+    """Per env and budget, per alpha: cell(x) of x, the value(run, step) of its runs that have one (with how many
+    of the runs where not all do; n/a if none); then P(A > B) on them for each pair."""
+    rows = []
+    for env in envs:
+        for step in budgets:
+            row, x = [env, budget_text(step)], {}
+            for a in alphas:
+                runs = groups.get((env, a), [])
+                x[a] = np.array([v for run in runs if (v := value(run, step)) is not None])
+                n = len(x[a])
+                row.append("—" if not runs else (cell(x[a]) if n else "n/a")
+                           + ("" if n == len(runs) else f" ({n} of {plural(len(runs), 'run')})"))
+            rows.append(row + [improvement_cell(x[a], x[b]) if len(x[a]) and len(x[b]) else "—" for a, b in pairs])
+    return rows
+
+
+def budgets_section(groups, envs, alphas, budgets):
+    """Per env and budget: each alpha's IQM [CI] of its runs' scores there, and P(A > B) on them."""
+    pairs = comparisons(alphas)
+    rows = budget_rows(groups, envs, alphas, budgets, score_at_budget,
+                       lambda x: format_estimate(iqm(x), interval(iqm, (x,))), pairs)
+    header = ["", "steps", *(f"{alpha_header(a)}: IQM [95% CI]" for a in alphas),
+              *(improvement_header(a, b) for a, b in pairs)]
+    return ["## Scores at budgets", "",
+            f"A run's score at a budget of s steps: the mean of its last {LAST_EPISODES} episodes ended by s (as in "
+            f"the sample-efficiency curves), for the runs that reached s (their last episode ended at "
+            f"{REACHED_PERCENT}% of s or later: a trainer stops at a whole number of batches, 8M steps of 2048 are "
+            "7,999,488). Per alpha, the IQM of those scores with its interval, and how many of the runs reached "
+            "s where not all did (n/a: none did); P(A > B) over the runs of A and B that reached s. Intervals as "
+            "above. Budgets: " + ", ".join(map(budget_text, budgets)) + " steps (`--at "
+            + ",".join(map(budget_text, budgets)) + "`).", "",
+            markdown_table(header, rows), ""]
+
+
+def std_section(stds, envs, alphas, budgets):
+    """The policy's σ, of the runs that logged it: a table at the budgets (if any) and the plot."""
+    intro = (f"`{STD_TAG}`: the mean σ of the Gaussian policy over the rollout's observations and the action's "
+             "dimensions, logged every iteration.")
+    table = []
+    if budgets:
+        intro += (" At each budget: the median over the runs that reached it (as above) of the last σ each logged "
+                  "at or before it, and (min–max).")
+        rows = budget_rows(stds, envs, alphas, budgets, std_at_budget,
+                           lambda x: f"{np.median(x):.3f} ({x.min():.3f}–{x.max():.3f})")
+        table = [markdown_table(["", "steps", *map(alpha_header, alphas)], rows), ""]
+    return ["## The policy's σ", "", intro, "", *table,
+            "σ against steps (median over seeds, shaded min–max):", "", "![policy σ](action_std.png)", ""]
 
 
 def normalization_notes(scored, unscored):
@@ -515,8 +664,10 @@ def plot_sample_efficiency(curves, alphas, path):
     plt.close(fig)
 
 
-def plot(panels, path):
-    """Learning curves: panels = [(title, [(label, color, runs), ...]), ...], one line per runs."""
+def plot(panels, path, series=lambda run: (run["steps"], smoothed(run["returns"])), ylabel="episodic return",
+         spread=False):
+    """Curves of series(run) = (steps, values) against steps: panels = [(title, [(label, color, runs), ...]), ...],
+    one line per runs, their mean ± std (learning curves) or with spread their median and min–max."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -527,20 +678,23 @@ def plot(panels, path):
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
     for ax, (title, lines) in zip(axes.flat, panels):
         for label, color, runs in lines:
-            end = max(r["steps"][-1] for r in runs)
-            grid = np.linspace(0, end, 200)
+            data = [series(r) for r in runs]
+            grid = np.linspace(0, max(steps[-1] for steps, _ in data), 200)
             # Each run on a common step grid; NaN where a run has no data (not started, or
             # not that far yet), so an unfinished seed only counts where it has episodes.
-            curves = np.array([np.interp(grid, r["steps"], smoothed(r["returns"]), left=np.nan, right=np.nan)
-                               for r in runs])
+            curves = np.array([np.interp(grid, steps, values, left=np.nan, right=np.nan) for steps, values in data])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-                mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-            ax.plot(grid, mean, color=color, label=f"{label} ({plural(len(runs), 'seed')})")
-            ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+                if spread:
+                    center, low, high = (f(curves, axis=0) for f in (np.nanmedian, np.nanmin, np.nanmax))
+                else:
+                    center, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+                    low, high = center - std, center + std
+            ax.plot(grid, center, color=color, label=f"{label} ({plural(len(runs), 'seed')})")
+            ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_title(title)
         ax.set_xlabel("global step")
-        ax.set_ylabel("episodic return")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     for ax in axes.flat[len(panels):]:
@@ -551,7 +705,7 @@ def plot(panels, path):
 
 
 # ------------------------------------------------------------------------------- main
-def write_report(groups, skipped, published, out, above=None):
+def write_report(groups, skipped, published, out, above=None, budgets=()):
     envs = sorted({env for env, _ in groups})
     alphas = sorted({alpha for _, alpha in groups}, key=lambda a: (float(a), a))
     rows = []
@@ -578,16 +732,29 @@ def write_report(groups, skipped, published, out, above=None):
                       "10 episodes by that step) against env steps, shaded 95% stratified bootstrap interval "
                       "(2,000 resamples); one panel per step budget:", "",
                       "![sample efficiency](sample_efficiency.png)", ""]
+        if budgets:
+            lines += budgets_section(groups, envs, alphas, budgets)
+    # the runs that logged σ: those of run directories, and of an export with its σ file
+    stds = {key: kept for key, runs in groups.items() if (kept := [r for r in runs if r["action_std"] is not None])}
+    if stds:
+        lines += std_section(stds, envs, alphas, budgets)
     lines += closing_lines(skipped, envs)
 
-    # the same alpha has the same colour in every panel
-    panels = [(env, [(alpha_header(alpha), f"C{alphas.index(alpha)}", groups[env, alpha])
-                     for alpha in alphas if groups.get((env, alpha))]) for env in envs]
-    written = write_files(out, lines, panels)
+    written = write_files(out, lines, alpha_panels(groups, alphas))
     if curves:
         plot_sample_efficiency(curves, alphas, out / "sample_efficiency.png")
         written.append(out / "sample_efficiency.png")
+    if stds:
+        plot(alpha_panels(stds, alphas), out / "action_std.png", lambda run: run["action_std"],
+             f"policy σ ({STD_TAG})", spread=True)
+        written.append(out / "action_std.png")
     tell(table if envs else "no runs with episodes yet", notes, skipped, written)
+
+
+def alpha_panels(groups, alphas):
+    """One panel per env, one line per alpha with runs there; the same alpha has the same colour in every panel."""
+    return [(env, [(alpha_header(a), f"C{alphas.index(a)}", groups[env, a]) for a in alphas if groups.get((env, a))])
+            for env in sorted({env for env, _ in groups})]
 
 
 def closing_lines(skipped, any_runs):
@@ -713,6 +880,9 @@ def main(argv=None):
                         help="write every episode of every run to this CSV (gzipped if it ends in .gz)")
     parser.add_argument("--above", type=float, metavar="RETURN",
                         help="also count, per env and alpha (or arm), the runs whose final return is above this")
+    parser.add_argument("--at", type=parse_budgets, metavar="STEPS", default=[],
+                        help="also score every run at these budgets, e.g. 1M,2M,4M,8M: per env and alpha, the IQM "
+                             "of the runs' scores there, P(A > B), and the policy's σ")
     args = parser.parse_args(argv)
     if args.out is None and args.export is None:
         fail("nothing to do: give --out DIR, --export CSV, or both")
@@ -722,15 +892,18 @@ def main(argv=None):
         fail(f"--above must be a finite number, got {args.above}")
     try:
         arms, skipped = load_arms(args.arms) if args.arms else load_source(args.source)
+        if args.at and list(arms) != [None]:
+            raise BadInput("--at is for one sweep's report, not a comparison of arms")
         if args.export:
-            export_csv(arms, args.export)
+            stds = export_csv(arms, args.export)
             runs = [r for groups in arms.values() for rs in groups.values() for r in rs]
             unfinished = sum(not r["finished"] for r in runs)
             print(f"exported {sum(len(r['steps']) for r in runs)} episodes of {len(runs)} runs"
                   + (f" of {plural(len(arms), 'arm')}" if list(arms) != [None] else "") + f" to {args.export}"
-                  + (f" ({unfinished} of them unfinished: their episodes so far)" if unfinished else ""))
+                  + (f" ({unfinished} of them unfinished: their episodes so far)" if unfinished else "")
+                  + (f", and their σ to {stds}" if stds else ""))
         if args.out and list(arms) == [None]:
-            write_report(arms[None], skipped, published_by_alpha(), args.out, args.above)
+            write_report(arms[None], skipped, published_by_alpha(), args.out, args.above, args.at)
         elif args.out:
             write_parity_report(arms, skipped, args.out, args.above)
     except BadInput as e:
