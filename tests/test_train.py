@@ -1,10 +1,10 @@
 """End-to-end runs of the trainer, read back from what a user sees: TensorBoard files, output, exit codes."""
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -67,21 +67,6 @@ def test_same_seed_same_losses(tmp_path):
         runs.append(losses(str(tmp_path / name)))
     assert runs[0] == runs[1]
     assert runs[0]["losses/value_loss"] != runs[2]["losses/value_loss"]
-
-
-def test_bootstrap_truncated_changes_only_the_targets(tmp_path):
-    results = {}
-    for flag in ("--no-bootstrap-truncated", "--bootstrap-truncated"):
-        cwd = tmp_path / flag.strip("-")
-        os.makedirs(cwd)
-        run_trainer(str(cwd), "--env-id", "Pendulum-v1", "--total-timesteps", "512", flag, *FAST)
-        [run] = run_dirs(str(cwd))
-        results[flag] = scalars(run)
-    plain, bootstrapped = results["--no-bootstrap-truncated"], results["--bootstrap-truncated"]
-    # the same episodes were played (Pendulum only truncates) ...
-    assert plain["charts/episodic_return"] == bootstrapped["charts/episodic_return"]
-    # ... but the value targets of the truncation steps now include gamma * V(final observation)
-    assert plain["losses/value_loss"] != bootstrapped["losses/value_loss"]
 
 
 def test_progress_bar_on_a_terminal_only(workdir):
@@ -193,19 +178,23 @@ def test_nan_loss_stops_with_the_iteration(workdir):
 
 
 def test_interrupted_run_keeps_its_log(workdir):
-    proc = subprocess.Popen([sys.executable, TRAINER, "--env-id", "Pendulum-v1", "--total-timesteps", "200000", *FAST],
+    # a run far too long to end by itself, interrupted once it has reported its 2nd iteration
+    proc = subprocess.Popen([sys.executable, TRAINER, "--env-id", "Pendulum-v1", "--total-timesteps", str(10**8), *FAST],
                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-    for line in proc.stdout:  # wait for the first iteration, then let it run a little
-        if line.startswith("SPS:"):
+    iterations = 0
+    for line in proc.stdout:
+        iterations += line.startswith("SPS:")
+        if iterations == 2:
             break
-    time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "SIGINT: stopped at global_step=" in stderr and "Traceback" not in stderr
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    stopped_at = int(re.search(r"SIGINT: stopped at global_step=(\d+)\n", stderr).group(1))
+    assert "Traceback" not in stderr
     [run] = run_dirs(workdir)
     logged = scalars(run)["losses/value_loss"]
-    assert len(logged) >= 2 and [s for s, _ in logged] == [512 * (i + 1) for i in range(len(logged))]
+    # every iteration up to the stop, the two reported ones at least (a stop during an update finishes it)
+    assert stopped_at >= 2 * 512 and [s for s, _ in logged] == list(range(512, stopped_at + 1, 512))
 
 
 def test_pusher_v4_on_mujoco_3_points_to_the_published_simulator(workdir):
