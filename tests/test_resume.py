@@ -110,16 +110,18 @@ def test_sigterm_during_an_update_finishes_the_iteration_then_resume_is_the_same
     assert_same_run(straight_runs("Hopper-v4", 1, 6), str(tmp_path))
 
 
-@pytest.mark.parametrize("env_id", FAMILIES)
-def test_kill_9_after_a_checkpoint_then_resume_is_the_same_run(tmp_path, straight_runs, env_id):
+def test_kill_9_after_a_checkpoint_then_resume_is_the_same_run(tmp_path, straight_runs):
+    # what a kill -9 adds to the stops above is an older checkpoint and logs past it, whatever the env: one env suffices
     iterations = 6
     # checkpoints every 2 iterations; killed in the 4th rollout, after its 3rd iteration's logs were written
-    kill = interrupted(str(tmp_path), 3 * 64 + 10, signal.SIGKILL, *flags(env_id, 1, iterations), "--checkpoint-interval", "2")
+    kill = interrupted(str(tmp_path), 3 * 64 + 10, signal.SIGKILL, *flags("Pendulum-v1", 1, iterations),
+                       "--checkpoint-interval", "2")
     assert kill.returncode == -signal.SIGKILL
     assert torch.load(os.path.join(logged(str(tmp_path))[1], "rpo_continuous_action.cleanrl_model"),
                       weights_only=True)["global_step"] == 2 * 64
+    assert [s for s, _ in logged(str(tmp_path))[0]["losses/loss"]] == [64, 128, 192]  # logged past the checkpoint
     resume(str(tmp_path))
-    assert_same_run(straight_runs(env_id, 1, iterations), str(tmp_path))
+    assert_same_run(straight_runs("Pendulum-v1", 1, iterations), str(tmp_path))
 
 
 def test_hopper_interrupted_twice_ends_with_the_same_weights(tmp_path, straight_runs):
@@ -200,18 +202,3 @@ def test_an_env_whose_state_cannot_be_taken_resumes_with_a_note(tmp_path):
     assert notes == ["note: the episodes in flight restart from a reset (this script cannot take the state of "
                      "BipedalWalker-v3's envs)"]
     assert [s for s, _ in logged(str(tmp_path))[0]["losses/loss"]] == [64, 128, 192, 256]
-
-
-def test_a_checkpoint_of_format_2_resumes_with_a_note(tmp_path):
-    run_trainer(str(tmp_path), *flags("Pendulum-v1", 1, 2))
-    [run] = run_dirs(str(tmp_path))
-    path = os.path.join(run, "rpo_continuous_action.cleanrl_model")
-    checkpoint = torch.load(path, weights_only=True)
-    for key in ("envs", "next_obs"):  # what format 2 did not hold
-        del checkpoint[key]
-    checkpoint["format"] = "rpo_continuous_action/2"
-    torch.save(checkpoint, path)
-    proc = run_trainer(str(tmp_path), "--resume", os.path.relpath(path, str(tmp_path)), "--total-timesteps", "192")
-    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
-    assert notes == ["note: the episodes in flight restart from a reset (the checkpoint holds no state of the envs)"]
-    assert torch.load(path, weights_only=True)["global_step"] == 192
