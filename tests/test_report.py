@@ -567,8 +567,8 @@ def test_published_csv_holds_the_reference_numbers():
 @pytest.mark.parametrize("export", sorted(RESULTS.rglob("episodes.csv.gz")), ids=lambda p: str(p.parent.relative_to(RESULTS)))
 def test_committed_results_regenerate_from_the_committed_csv(tmp_path, export):
     # every committed study: benchmark/results/episodes.csv.gz and any benchmark/results/<name>/episodes.csv.gz
-    # (a report made with --above names the flag; an export with an arm column is a comparison of arms)
-    flags = re.findall(r"\(`(--above) (\S+)`\)", (export.parent / "results.md").read_text())
-    result = run_report(export, "--out", tmp_path, *(flags[0] if flags else ()))
+    # (a report made with --above or --at names the flag; an export with an arm column is a comparison of arms)
+    flags = dict(re.findall(r"\(`(--above|--at) (\S+)`\)", (export.parent / "results.md").read_text()))
+    result = run_report(export, "--out", tmp_path, *(x for flag in flags.items() for x in flag))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "results.md").read_bytes() == (export.parent / "results.md").read_bytes()
