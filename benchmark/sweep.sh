@@ -14,7 +14,8 @@
 # ones that never wrote a checkpoint: nothing is lost and nothing runs twice.
 #
 # Locally, K runs at a time (default: all cores), one thread each; Ctrl-C or SIGTERM
-# is passed on to the trainers, which save a checkpoint, and the runner waits for them.
+# is passed on to the trainers, which save a checkpoint, and the runner waits for them;
+# a second Ctrl-C or SIGTERM kills every run at once. Either way it exits 130 or 143.
 # --slurm submits one job array (one 1-CPU task per unfinished run; --workers K then
 # caps how many run at once) and prints its id. A task warned of its time limit has
 # its trainer checkpoint and requeues itself; requeued or preempted tasks resume.
@@ -212,7 +213,7 @@ fi
 # ---------------------------------------------------------------- Slurm
 if [[ -n $slurm ]]; then
     job_dir="$out/slurm"
-    mkdir -p "$job_dir/logs"
+    mkdir -p "$job_dir"
     script="$job_dir/sweep-$(date +%Y%m%d-%H%M%S)-$$.sh"
     {
         echo '#!/usr/bin/env bash'
@@ -231,17 +232,12 @@ if [[ -n $slurm ]]; then
     } >"$script"
     chmod +x "$script"
 
-    array="0-$((${#pending[@]} - 1))${workers:+%$workers}"
-    # --signal=B:USR1@60: the task script (not the trainer) is warned 60 s before the
-    # time limit; it has the trainer checkpoint (SIGTERM) and requeues itself.
-    # --requeue: preempted or requeued tasks start again and resume (run_one).
-    sbatch_args=(--parsable --job-name=rpo-sweep --array="$array" --ntasks=1 --cpus-per-task=1
-        --output="$job_dir/logs/%A_%a.out" --open-mode=append --requeue --signal=B:USR1@60)
-    [[ -z $partition ]] || sbatch_args+=(--partition="$partition")
-    [[ -z $time_limit ]] || sbatch_args+=(--time="$time_limit")
-    [[ -z $account ]] || sbatch_args+=(--account="$account")
-    job_id=$(sbatch "${sbatch_args[@]}" "$script") || die "sbatch failed (see its message above)"
-    job_id=${job_id%%;*}
+    # One 1-CPU task per run; a task warned of its time limit has its trainer checkpoint
+    # (SIGTERM) and requeues itself (run_one); preempted or requeued tasks resume.
+    job_id=$("$HERE/slurm/submit.sh" "$job_dir/logs" --job-name=rpo-sweep \
+        --array="0-$((${#pending[@]} - 1))${workers:+%$workers}" --cpus-per-task=1 ${partition:+--partition="$partition"} \
+        ${time_limit:+--time="$time_limit"} ${account:+--account="$account"} -- "$script") ||
+        die "sbatch failed (see its message above)"
     echo "submitted Slurm job array $job_id: ${#pending[@]} of $total runs ($finished finished earlier)"
     echo "task logs: $job_dir/logs/${job_id}_<task>.out; task list: $script"
     exit 0
@@ -257,11 +253,20 @@ stopping=""
 failed=0
 done_count=$finished
 
+# (No `return` here: run as a trap during `wait` in reap_one, it would end reap_one too.)
 stop_all() {
-    stopping=$1
-    echo "sweep.sh: got SIG$1; stopping ${#running[@]} running trainer(s), which save a checkpoint..." >&2
     local pid
-    for pid in "${!running[@]}"; do kill -"$1" "$pid" 2>/dev/null || true; done
+    if [[ -n $stopping ]]; then
+        # A second signal: kill each run's process group (its trainer too, even one that ignores
+        # the first signal); a rerun resumes them from their last checkpoint.
+        echo "sweep.sh: got SIG$1 again; killing ${#running[@]} run(s) now" >&2
+        for pid in "${!running[@]}"; do kill -KILL -- -"$pid" 2>/dev/null || true; done
+    else
+        stopping=$1
+        echo "sweep.sh: got SIG$1; stopping ${#running[@]} running trainer(s), which save a checkpoint" \
+            "(a second signal kills them)..." >&2
+        for pid in "${!running[@]}"; do kill -"$1" "$pid" 2>/dev/null || true; done
+    fi
 }
 trap 'stop_all INT' INT
 trap 'stop_all TERM' TERM
@@ -280,6 +285,12 @@ start_run() {
 reap_one() {
     local pid="" rc=0 i secs
     wait -n -p pid "${!running[@]}" || rc=$?
+    if [[ -z ${pid:-} && $rc == 127 ]]; then
+        # bash reaped a run while a trap ran, and wait -n no longer sees it; wait PID still
+        # has its status
+        for i in "${!running[@]}"; do kill -0 "$i" 2>/dev/null || pid=$i; done
+        [[ -z $pid ]] || { rc=0; wait "$pid" || rc=$?; }
+    fi
     [[ -n ${pid:-} ]] || return 0 # a trap interrupted the wait
     i=${running[$pid]}
     secs=$((SECONDS - ${started[$pid]}))

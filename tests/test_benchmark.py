@@ -1,7 +1,9 @@
 """benchmark/: sweep.sh runs (locally and as a Slurm job array), resumes, and report.py's tables.
 
-Every sweep here trains the real trainer on Pendulum-v1 for a few thousand steps.
-The Slurm tests (marked `slurm`) run against a real one-node Slurm that
+Every sweep here trains the real trainer on Pendulum-v1 for a few thousand steps. Where a
+test interrupts a run, the trainer is the real one with one wait added (HOLD below): after
+its first checkpoint it waits until it is told to stop, so the interruption comes at that
+point whatever the machine's speed. The Slurm tests (marked `slurm`) run against a real one-node Slurm that
 benchmark/slurm/start_local_slurm.sh starts (as root); they are skipped only where
 Slurm's binaries are not installed (apt-get install -y slurm-wlm munge).
 """
@@ -28,8 +30,52 @@ FAST = ["--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2", 
 TINY = ["--total-timesteps", "4096", *FAST]
 
 
-def sweep_env():
-    return {**os.environ, "PYTHON": sys.executable}
+def sweep_env(**extra):
+    return {**os.environ, "PYTHON": sys.executable, **extra}
+
+
+# The real trainer, but a run of seed HOLD_SEED that is not resumed waits after its first checkpoint until a signal
+# asks it to stop; it then stops as the trainer does (a checkpoint, exit 130 or 143).
+HOLD = f'''
+import os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import rpo_continuous_action as rpo
+requests, save, enter = [], rpo.save_checkpoint, rpo.StopRequest.__enter__
+def enter_and_keep(self):
+    requests.append(enter(self))
+    return self
+def save_and_hold(*args, **kwargs):
+    save(*args, **kwargs)
+    held = "--resume" not in sys.argv and sys.argv[sys.argv.index("--seed") + 1] == os.environ["HOLD_SEED"]
+    while held and requests[-1].signum is None:
+        time.sleep(0.05)
+rpo.StopRequest.__enter__, rpo.save_checkpoint = enter_and_keep, save_and_hold
+sys.exit(rpo.main())
+'''
+
+
+def hold_env(tmp_path, seed):
+    (tmp_path / "held_trainer.py").write_text(HOLD)
+    return sweep_env(TRAINER=str(tmp_path / "held_trainer.py"), HOLD_SEED=str(seed))
+
+
+def alive(pid):
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def processes_in(directory):
+    """Live processes whose working directory is under `directory` (each run works in its own)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.readlink(proc / "cwd").startswith(str(directory)) and alive(proc.name):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
 
 
 def sweep(out, *args, workers="2", trainer=TINY):
@@ -110,9 +156,10 @@ def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_p
             "--", *trainer]
     first, second = out / f"{ENV}__alpha0__seed1", out / f"{ENV}__alpha0__seed2"
 
-    runner = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sweep_env())
+    env = hold_env(tmp_path, 2)
+    runner = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        # One worker: seed 1 finishes, then seed 2 starts; interrupt it once it has a checkpoint.
+        # One worker: seed 1 finishes, then seed 2 starts; it holds at its first checkpoint until interrupted.
         wait_for(lambda: (first / "DONE").exists() and checkpoints(second), "seed 2 to write a checkpoint")
     finally:
         runner.send_signal(signal.SIGINT)
@@ -124,9 +171,10 @@ def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_p
     assert (second / "train.log").read_text().rstrip().endswith("trainer exited with status 130")
     assert not (second / "DONE").exists()
     interrupted_at = max(step for step, _ in episodic_returns(second))
+    assert interrupted_at <= 512  # where it held: its first checkpoint, iteration 1 of 16
     first_files = {p: p.stat().st_mtime_ns for p in event_files(first) + checkpoints(first)}
 
-    rerun = subprocess.run(args, capture_output=True, text=True, env=sweep_env(), timeout=600)
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "[1/2] skip Pendulum-v1 alpha=0 seed=1 (finished earlier)" in rerun.stdout
     assert "resume from checkpoint Pendulum-v1 alpha=0 seed=2" in rerun.stdout
@@ -139,6 +187,46 @@ def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_p
     steps = [step for step, _ in episodic_returns(second)]
     assert max(steps) > interrupted_at
     assert max(steps) >= 8192 - 200
+
+
+# A stand-in trainer that ignores SIGINT (with "TERM" in IGNORE, SIGTERM too) and never ends by itself.
+STUBBORN = r'''
+import os, signal, time
+for name in os.environ["IGNORE"].split():
+    signal.signal(getattr(signal, "SIG" + name), signal.SIG_IGN)
+with open("pid", "w") as f:
+    f.write(str(os.getpid()))
+while True:
+    time.sleep(1)
+'''
+
+
+@pytest.mark.parametrize("sig, ignored, status", [(signal.SIGINT, "INT", 130), (signal.SIGTERM, "INT TERM", 143)])
+def test_a_second_signal_stops_every_run_even_a_trainer_that_ignores_the_first(tmp_path, sig, ignored, status):
+    (tmp_path / "stubborn.py").write_text(STUBBORN)
+    out, stderr_file = tmp_path / "runs", tmp_path / "stderr"
+    with open(stderr_file, "w") as err:
+        runner = subprocess.Popen([str(SWEEP), "--env-ids", ENV, "--seeds", "2", "--alphas", "0", "--workers", "2",
+                                   "--out", str(out)], stdout=subprocess.PIPE, stderr=err, text=True,
+                                  env=sweep_env(TRAINER=str(tmp_path / "stubborn.py"), IGNORE=ignored))
+    pid_files = [out / f"{ENV}__alpha0__seed{seed}" / "pid" for seed in (1, 2)]
+    try:
+        wait_for(lambda: all(p.exists() and p.read_text() for p in pid_files), "both trainers to start")
+        runner.send_signal(sig)
+        wait_for(lambda: f"got {sig.name}; stopping 2 running trainer(s)" in stderr_file.read_text(),
+                 "the sweep to pass the first signal on")
+        assert runner.poll() is None and all(alive(int(p.read_text())) for p in pid_files)  # ignored: still running
+        runner.send_signal(sig)
+        stdout, _ = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    stderr = stderr_file.read_text()
+    assert runner.returncode == status, stdout + stderr
+    assert "killing 2 run(s) now" in stderr and "rerun the same command to resume" in stderr
+    assert stdout.count("      stopped Pendulum-v1 alpha=0 seed=") == 2
+    assert not any(alive(int(p.read_text())) for p in pid_files)
+    assert processes_in(out) == []
 
 
 @pytest.mark.parametrize("args, message", [
@@ -244,9 +332,9 @@ def test_report_on_a_sweep_without_episodes_yet(tmp_path):
 
 
 # ------------------------------------------------------------------------------- Slurm
-def submit(out, *args, trainer=TINY):
+def submit(out, *args, trainer=TINY, env=None):
     result = subprocess.run([str(SWEEP), "--env-ids", ENV, "--out", str(out), "--slurm", "--time", "00:10:00", *args,
-                             "--", *trainer], capture_output=True, text=True, env=sweep_env(), timeout=60)
+                             "--", *trainer], capture_output=True, text=True, env=env or sweep_env(), timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return re.search(r"submitted Slurm job array (\d+)", result.stdout)[1]
 
@@ -280,11 +368,11 @@ def test_slurm_job_array_runs_the_sweep_and_report_sees_it(slurm, tmp_path):
 def test_slurm_task_warned_of_its_time_limit_requeues_and_resumes(slurm, tmp_path):
     out = tmp_path / "runs"
     run = out / f"{ENV}__alpha0.5__seed1"
-    job_id = submit(out, "--seeds", "1", "--alphas", "0.5",
-                    trainer=["--total-timesteps", "8192", *FAST,
-                             "--checkpoint-interval", "1"])
+    job_id = submit(out, "--seeds", "1", "--alphas", "0.5", trainer=["--total-timesteps", "8192", *FAST,
+                                                                     "--checkpoint-interval", "1"],
+                    env=hold_env(tmp_path, 1))
     task = f"{job_id}_0"
-    wait_for(lambda: checkpoints(run), "the task's first checkpoint")
+    wait_for(lambda: checkpoints(run), "the task's first checkpoint")  # where the run holds until it is stopped
     # What Slurm sends 60 s before the time limit (--signal=B:USR1@60).
     subprocess.run(["scancel", "--batch", "--signal=USR1", task], check=True)
     def log():
