@@ -54,6 +54,8 @@ EARLY_STOP_BEFORE_THE_STEP = '''            with torch.no_grad():  # PLANTED
 BUGS = {
     "target-kl-noisy": ("--target-kl compares the noisy approx_kl (with RPO's noise)",
                         [("kl_unperturbed > args.target_kl", "approx_kl(logratio) > args.target_kl")]),
+    "kl-unperturbed-noisy": ("approx_kl_unperturbed (so --target-kl too) scored with RPO's noise",
+                             [("actions[last], rpo_noise=False)", "actions[last], rpo_noise=True)")]),
     "target-kl-before-step": ("--target-kl stops before a step whose noise-free KL already exceeds it (checked per "
                               "minibatch, before the step)",
                               [("            optimizer.zero_grad()\n", EARLY_STOP_BEFORE_THE_STEP)]),
