@@ -91,11 +91,16 @@ BUGS = {
 }
 
 
+def die(message):
+    print(f"planted_bugs.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def plant(source, edits, name):
     for old, new in edits:
         count = source.count(old)
         if count != 1:
-            sys.exit(f"planted_bugs.py: error: bug {name!r}: the trainer has {count} copies of {old!r}, not one; "
+            die(f"bug {name!r}: the trainer has {count} copies of {old!r}, not one; "
                      "the trainer changed: re-anchor this bug")
         source = source.replace(old, new)
     return source
@@ -118,7 +123,7 @@ def failing_tests(directory, tests):
     failed = sorted({m.group(2) for m in re.finditer(r"^(FAILED|ERROR) (\S+)", proc.stdout, re.M)})
     summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and not failed):
-        sys.exit(f"planted_bugs.py: error: pytest exited {proc.returncode} in {directory}:\n"
+        die(f"pytest exited {proc.returncode} in {directory}:\n"
                  f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return failed, summary
 
@@ -127,7 +132,7 @@ def check_imports_the_copy(directory):
     code = "import sys; sys.path.insert(0, 'tests'); import conftest, rpo_continuous_action as r; print(r.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=directory, capture_output=True, text=True).stdout.strip()
     if os.path.dirname(os.path.realpath(out)) != os.path.realpath(directory):
-        sys.exit(f"planted_bugs.py: error: the tests in the copy import {out!r}, not the copy's trainer")
+        die(f"the tests in the copy import {out!r}, not the copy's trainer")
 
 
 def main(argv=None):
@@ -151,7 +156,7 @@ def main(argv=None):
         failed, summary = failing_tests(control, TESTS)
         print(f"{'no bug (control)':30} {summary}", flush=True)
         if failed:
-            sys.exit(f"planted_bugs.py: error: the untouched copy fails {', '.join(failed)}: fix that first")
+            die(f"the untouched copy fails {', '.join(failed)}: fix that first")
         rows = []
         for name in names:
             directory = os.path.join(tmp, name)
