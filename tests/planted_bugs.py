@@ -101,7 +101,7 @@ def plant(source, edits, name):
         count = source.count(old)
         if count != 1:
             die(f"bug {name!r}: the trainer has {count} copies of {old!r}, not one; "
-                     "the trainer changed: re-anchor this bug")
+                "the trainer changed: re-anchor this bug")
         source = source.replace(old, new)
     return source
 
@@ -177,7 +177,7 @@ def main(argv=None):
     if survivors:
         print(f"\n{len(survivors)} of {len(rows)} bugs survive: {', '.join(survivors)}", file=sys.stderr)
         return 1
-    print(f"\nevery one of the {len(rows)} bugs makes a test fail")
+    print(f"\nall {len(rows)} planted bugs make a test fail")
     return 0
 
 
