@@ -96,16 +96,16 @@ def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
             except ImportError:
                 raise UserError(f"{env_id} needs dm_control: pip install -e '.[dm-control]'") from None
             gym.register_envs(shimmy)
+        name, version = env_id.rsplit("-v", 1) if "-v" in env_id else (env_id, "")
+        if version in ("2", "3") and f"{name}-v4" in gym.registry:  # gymnasium 1.x keeps them only to say they moved
+            raise UserError(f"{env_id} needs mujoco-py, which gymnasium 1.x dropped: use {name}-v4 or {name}-v5 "
+                            "(the published MuJoCo v2 results have v4 twins)")
         video = capture_video and idx == 0
         try:
             env = gym.make(env_id, **({"render_mode": "rgb_array"} if video else {}))
             if video:
                 env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
-        except (gym.error.Error, ImportError) as e:  # unknown id, missing package, Pusher-v4 on mujoco 3, Hopper-v2
-            if "v2 and v3" in str(e):  # gymnasium 1.x keeps the MuJoCo v2/v3 ids only to say they moved
-                name = env_id.rsplit("-v", 1)[0]
-                raise UserError(f"{env_id} needs mujoco-py, which gymnasium 1.x dropped: use {name}-v4 or {name}-v5 "
-                                "(the published MuJoCo v2 results have v4 twins)") from None
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing package, Pusher-v4 on mujoco 3
             hint = " (the published simulator: pip install -e '.[mujoco-published]' in a venv of its own)"
             raise UserError(f"cannot make environment {env_id!r}: {e}{hint if 'mujoco<3' in str(e) else ''}") from None
         space = env.action_space
