@@ -55,7 +55,6 @@ def test_pusher_v4_trains_on_the_published_simulator(published_python, tmp_path)
     [run] = run_dirs(cwd)
     logged = scalars(run)
     assert [v for _, v in logged["charts/episodic_length"]] == [100.0] * 10
-    assert all(v < 0 for _, v in logged["charts/episodic_return"])  # Pusher's reward is a cost
 
 
 # The reference's own env factory, imported from its script, in its own venv (gymnasium 0.29, mujoco 2.3.7).
