@@ -9,14 +9,15 @@
 The search space is search_space() below. A trial is a sweep of benchmark/sweep.sh in
 DIR/trials/<number>/; its value is what report.py prints for it (benchmark/score.py: the IQM of
 the runs' normalized final returns). The study is DIR/study.db (SQLite, local workers) or
-DIR/study.journal (--slurm); rerunning the command continues it. See README.md, "Choosing α".
+DIR/study.journal (--slurm); rerunning the command continues it, to --n-trials trials in all
+whatever the workers. See README.md, "Choosing α".
 """
 
 import argparse
+import collections
 import contextlib
 import csv
 import io
-import math
 import os
 import re
 import shlex
@@ -27,51 +28,29 @@ import subprocess
 import sys
 import threading
 import time
-import typing
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
 import optuna
-import sqlalchemy
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.study import MaxTrialsCallback
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
-import rpo_continuous_action as rpo  # noqa: E402
 import score  # noqa: E402
+from tune_flags import UserError, param_flags, parse_enqueue, parse_fixed, parse_params, trainer_refuses  # noqa
 
-SWEEP = HERE / "sweep.sh"
 STUDY = "rpo-tune"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --n-trials counts
-SET_BY_TUNER = {"env_id", "seed", "resume", "eval_checkpoint", "save_model", "torch_threads", "batch_size",
-                "minibatch_size", "num_iterations"}
+HOST, TASK = socket.gethostname(), (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+                                    if os.environ.get("SLURM_ARRAY_JOB_ID") else None)
+WORKER = f"{HOST}:{os.getpid()}" + (f" (Slurm {TASK})" if TASK else "")
 
 
 def search_space(params):
     """The trainer flags a study searches, {Args field: Optuna distribution}: edit the default here.
     params are the --param ones, which add a flag or replace a default's range."""
     return {"rpo_alpha": FloatDistribution(0.001, 1.0, log=True), **params}
-
-
-def suggest(trial, dists):
-    """A trial's values of the searched flags, drawn by the sampler."""
-    values = {}
-    for name, d in dists.items():
-        if isinstance(d, CategoricalDistribution):
-            values[name] = trial.suggest_categorical(name, d.choices)
-        elif isinstance(d, IntDistribution):
-            values[name] = trial.suggest_int(name, d.low, d.high, log=d.log)
-        else:
-            values[name] = trial.suggest_float(name, d.low, d.high, log=d.log)
-    return values
-
-
-class UserError(Exception):
-    """Bad input: one line on stderr, exit 2."""
 
 
 class Interrupted(Exception):
@@ -83,92 +62,10 @@ class Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def flag(name):
-    return "--" + name.replace("_", "-")
-
-
-# ------------------------------------------------------------------------------------ input
-TYPES = {f.name: t for f in fields(rpo.Args) for t in [typing.get_type_hints(rpo.Args)[f.name]]}
-
-
-def field_type(name):
-    t = TYPES[name]
-    inner = [a for a in typing.get_args(t) if a is not type(None)]
-    return inner[0] if inner else t
-
-
-def field_name(text):
-    name = text.strip().lstrip("-").replace("-", "_")
-    if name not in TYPES or name in SET_BY_TUNER:
-        raise UserError(f"the trainer has no flag {flag(name)} that can be searched")
-    return name
-
-
-def convert(text, name):
-    t = field_type(name)
-    try:
-        if t is bool:
-            return {"true": True, "false": False}[text.strip().lower()]
-        value = t(text)
-        if t is float and not math.isfinite(value):
-            raise ValueError
-        return value
-    except (KeyError, ValueError):
-        raise UserError(f"{flag(name)} takes {'true/false' if t is bool else t.__name__} values, got '{text}'") from None
-
-
-def parse_param(spec):
-    """--param FLAG=LOW:HIGH[:log] or FLAG=A,B,C -> (field, Optuna distribution)."""
-    name_text, _, rng = spec.partition("=")
-    name = field_name(name_text)
-    if "," in rng:
-        choices = [convert(c, name) for c in rng.split(",")]
-        if len(set(choices)) != len(choices) or len(choices) < 2:
-            raise UserError(f"--param {spec}: give two or more distinct values")
-        return name, CategoricalDistribution(choices)
-    parts = rng.split(":")
-    log = parts[2:] == ["log"]
-    if len(parts) != 2 + log:
-        raise UserError(f"--param '{spec}': expected FLAG=LOW:HIGH[:log] or FLAG=A,B,C")
-    t = field_type(name)
-    if t not in (int, float):
-        raise UserError(f"--param {spec}: {flag(name)} is not a number; list its values (FLAG=A,B)")
-    low, high = (convert(p, name) for p in parts[:2])
-    if not low < high:
-        raise UserError(f"--param {spec}: empty range (LOW must be below HIGH)")
-    if log and low <= 0:
-        raise UserError(f"--param {spec}: a log range needs LOW > 0")
-    return name, (IntDistribution if t is int else FloatDistribution)(low, high, log=log)
-
-
-def param_flags(values):
-    """{field: value} -> trainer flags (booleans as --flag / --no-flag)."""
-    argv = []
-    for name, v in values.items():
-        if isinstance(v, bool):
-            argv.append(flag(name) if v else "--no-" + name.replace("_", "-"))
-        else:
-            argv += [flag(name), repr(v) if isinstance(v, float) else str(v)]
-    return argv
-
-
-def trainer_refuses(argv):
-    """The trainer's own parser on argv: None, or the reason it gives."""
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
-            rpo.parse_args(argv)
-    except rpo.UserError as e:
-        return str(e)
-    except SystemExit:  # tyro's box of text: its message line
-        lines = [ln.strip(" │|") for ln in buf.getvalue().splitlines()]
-        lines = [ln for ln in lines if ln and not set(ln) <= set("-─│╭╮╰╯ ")]
-        return lines[1] if len(lines) > 1 else (lines[0] if lines else "bad value")
-    return None
-
-
 def configure(opts, fixed):
     """Everything checked before anything is written: the study's settings."""
+    import rpo_continuous_action as rpo  # only here: Slurm workers and rebuilds do without the trainer (and torch)
+
     env_ids = (opts.env_ids or "").split()
     if not env_ids or len(set(env_ids)) != len(env_ids):
         raise UserError('give each env id once (--env-ids "Pendulum-v1 Hopper-v4")')
@@ -179,47 +76,15 @@ def configure(opts, fixed):
         raise UserError("--slurm given but sbatch is not on PATH")
     if not opts.slurm and (opts.partition or opts.time or opts.account):
         raise UserError("--partition, --time and --account only make sense with --slurm")
-
-    params = {}
-    for spec in opts.param:
-        name, dist = parse_param(spec)
-        if name in params:
-            raise UserError(f"--param {flag(name)} is given twice")
-        params[name] = dist
-    fixed_names, alpha, rest = set(), None, []  # a fixed alpha goes to sweep.sh's --alphas (it names the runs)
-    for i, token in enumerate(fixed):
-        text = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else ""
-        name = text[3:] if text.startswith("no_") and text[3:] in TYPES else text
-        if name == "rpo_alpha":
-            alpha = token.split("=", 1)[1] if "=" in token else fixed[i + 1] if i + 1 < len(fixed) else ""
-        elif text and (name not in TYPES or name in {"batch_size", "minibatch_size", "num_iterations"}):
-            raise UserError(f"unknown trainer flag {token.split('=', 1)[0]} (see rpo_continuous_action.py --help)")
-        elif name in SET_BY_TUNER or name in params:
-            raise UserError(f"trainer flag {flag(name)} is set by the tuner" if name in SET_BY_TUNER else
-                            f"{flag(name)} is searched (--param); remove it from the trainer flags")
-        fixed_names.add(name)
-        rest += [] if name == "rpo_alpha" or (i and fixed[i - 1].split("=")[0] == "--rpo-alpha") else [token]
+    params = parse_params(opts.param)
+    fixed_names, alpha, rest = parse_fixed(fixed, params)  # a fixed alpha goes to sweep.sh's --alphas (it names runs)
     dists = {k: d for k, d in search_space(params).items() if k not in fixed_names}  # a fixed flag is not searched
     if not dists:
         raise UserError("nothing to search: every searched flag is fixed after --")
     d = dists.get("rpo_alpha")
     if d and min(d.choices if isinstance(d, CategoricalDistribution) else [d.low]) < 0:
         raise UserError("--param rpo-alpha: alpha must be >= 0 (0 is PPO)")
-
-    enqueued = []
-    for spec in opts.enqueue:
-        values = {}
-        for item in spec.split(","):
-            name_text, _, text = item.partition("=")
-            name = field_name(name_text)
-            if name not in dists:
-                raise UserError(f"--enqueue {spec}: {flag(name)} is not searched")
-            v, d = convert(text, name), dists[name]
-            if not (v in d.choices if isinstance(d, CategoricalDistribution) else d.low <= v <= d.high):
-                raise UserError(f"--enqueue {spec}: {v} is outside the search space of {flag(name)}")
-            values[name] = v
-        enqueued.append(values)
-
+    enqueued = [parse_enqueue(spec, dists) for spec in opts.enqueue]
     for env in env_ids:
         try:
             with warnings.catch_warnings():
@@ -245,22 +110,19 @@ def configure(opts, fixed):
 
 
 # ------------------------------------------------------------------------------------ a trial
-def objective(trial, study, cfg, opts, stop):
+def objective(trial, cfg, opts, stop):
     """Runs the trial's sweep; its value is score.aggregate_iqm of the runs, as report.py prints it."""
-    values = suggest(trial, {k: optuna.distributions.json_to_distribution(v) for k, v in cfg["space"].items()})
-    flags = param_flags({k: v for k, v in values.items() if k != "rpo_alpha"})
-    fixed, alpha = cfg["fixed"], (repr(values["rpo_alpha"]) if "rpo_alpha" in values else cfg["alpha"])
+    alpha = repr(trial.params["rpo_alpha"]) if "rpo_alpha" in trial.params else cfg["alpha"]
     tdir = Path(opts.out) / "trials" / str(trial.number)
     shutil.rmtree(tdir, ignore_errors=True)  # a study started over in the same DIR
     tdir.mkdir(parents=True)
-    trial.set_user_attr("worker", WORKER)
-    print(f"trial {trial.number} started: {describe(values)}", flush=True)
+    print(f"trial {trial.number} started: {describe(trial.params)}", flush=True)
     runs = len(cfg["env_ids"]) * cfg["seeds"]
-    cmd = [str(SWEEP), "--env-ids", " ".join(cfg["env_ids"]), "--seeds", str(cfg["seeds"]), "--alphas", alpha,
-           "--workers", str(runs), "--out", str(tdir), "--", *flags, *fixed]
+    cmd = [str(HERE / "sweep.sh"), "--env-ids", " ".join(cfg["env_ids"]), "--seeds", str(cfg["seeds"]),
+           "--alphas", alpha, "--workers", str(runs), "--out", str(tdir), "--",
+           *param_flags({k: v for k, v in trial.params.items() if k != "rpo_alpha"}), *cfg["fixed"]]
     if shutil.which("setpriv"):  # Python's subprocess has no parent-death signal: a killed worker stops its runs
         cmd = ["setpriv", "--pdeathsig", "TERM", *cmd]
-    env = {**os.environ, "PYTHON": os.environ.get("PYTHON") or sys.executable}
     every = opts.report_every or max(cfg["total_timesteps"] // 20, 1)
     milestones, started, read_at = list(range(every, cfg["total_timesteps"], every)), time.monotonic(), 0.0
 
@@ -281,8 +143,8 @@ def objective(trial, study, cfg, opts, stop):
                 raise optuna.TrialPruned(f"below the median at step {step}")
 
     with open(tdir / "sweep.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHON": os.environ.get("PYTHON") or sys.executable})
         try:
             while proc.poll() is None:
                 if stop:
@@ -291,11 +153,15 @@ def objective(trial, study, cfg, opts, stop):
                 if elapsed - read_at >= min(max(elapsed / 20, 1), 30):  # event files: read often early, rarely late
                     read_at = elapsed
                     report(score.load_run_dirs(tdir)[0], prune=True)
-                time.sleep(0.5)
-        finally:
-            if proc.poll() is None:  # sweep.sh passes SIGTERM on to the trainers and waits for them
-                proc.send_signal(signal.SIGTERM)
-                proc.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.5)
+        finally:  # sweep.sh passes a SIGTERM on to the trainers and waits for them; a second signal kills them
+            sent = 0
+            while proc.poll() is None:
+                if sent < max(len(stop), 1):
+                    proc.send_signal(signal.SIGTERM)
+                    sent += 1
+                time.sleep(0.2)
             trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     if stop or proc.returncode in (130, 143):
         raise Interrupted(f"interrupted by {stop[0].name if stop else 'a signal to its runs'}")
@@ -305,7 +171,7 @@ def objective(trial, study, cfg, opts, stop):
     groups, skipped = score.load_run_dirs(tdir)
     if skipped:
         raise RuntimeError(f"trial {trial.number}: {skipped[0][0]}: {skipped[0][1]}; raise --total-timesteps")
-    report(groups, prune=False)  # the milestones the runs passed between two reads, for later trials' pruning
+    report(groups, prune=False)  # the milestones passed since the last read: later trials are pruned against them
     set_returns(trial, groups)
     return score.aggregate_iqm(groups, alpha)
 
@@ -322,90 +188,119 @@ def describe(values):
 
 
 # ------------------------------------------------------------------------------------ the study
-WORKER = f"{socket.gethostname()}:{os.getpid()}" + (
-    f" (Slurm {os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')})"
-    if os.environ.get("SLURM_ARRAY_JOB_ID") else "")
-
-
 def open_study(out, journal, create=True):
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial, and errors as one line
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if journal:  # several machines: a file that NFS can share (SQLite cannot be)
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
-    else:  # Optuna's heartbeat: a RUNNING trial silent for 3 minutes lost its worker, is FAILed and run again
-        storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 120}},
-                                             heartbeat_interval=10, grace_period=180,
-                                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
-        # Optuna claims a queued (WAITING) trial with SELECT ... FOR UPDATE, which SQLite ignores: two workers
-        # could run the same trial. SQLAlchemy's recipe makes every SQLite transaction take the write lock first.
-        sqlalchemy.event.listen(storage.engine, "connect", lambda dbapi, _: setattr(dbapi, "isolation_level", None))
-        sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        storage.engine.dispose()  # connections made from now on have the hooks
+    storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+               if journal else  # several machines: a file that NFS can share (SQLite cannot be)
+               optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 120}}))
     if not create:
         return optuna.load_study(study_name=STUDY, storage=storage)
     return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True)
 
 
-def fail_lost_trials(study, journal):
-    """RUNNING trials whose worker is gone become FAIL and are queued again with the same values."""
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)  # SQLite: Optuna's heartbeat
-    if journal:  # Optuna 5's JournalStorage has no heartbeat: ask Slurm whether the trial's task still runs
-        for t in study.get_trials(states=(TrialState.RUNNING,)):
-            task = re.search(r"\(Slurm (\S+)\)", t.user_attrs.get("worker", ""))
-            if task and not subprocess.run(["squeue", "-h", "-j", task[1]], capture_output=True, text=True).stdout.strip():
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                RetryHeartbeatStaleTrialCallback()(study, study.get_trials()[t.number])
-    for t in study.get_trials(deepcopy=False):
-        if t.number in before and t.state == TrialState.FAIL:
-            print(f"trial {t.number} lost its worker: marked FAIL, it will be run again", flush=True)
+@contextlib.contextmanager
+def locked(out):
+    """DIR/study.lock, which one worker (thread, process or machine) at a time holds while it finds lost trials,
+    counts the trials and creates one: so --n-trials bounds the trials as they start (Optuna's MaxTrialsCallback
+    counts after a trial ends: K workers could start K - 1 too many) and a lost trial is queued again once. It is
+    Optuna's lock for its journal file, safe on NFS; one that a killed worker left is taken over after 60 s."""
+    lock = optuna.storages.journal.JournalFileOpenLock(str(out / "study"), grace_period=60)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def retry(study, trial):
+    """Marks a trial FAIL (it does not count) and queues it again with the same values, once: retry_of names it."""
+    if not any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def fail_lost_trials(study):
+    """Runs again each RUNNING trial whose worker is gone: no such tune.py process on this machine, a Slurm task that
+    squeue no longer lists, or this very task before a requeue (Optuna's heartbeat covers SQLite only, minutes late)."""
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
+    tasks = None
+    if any(not t.user_attrs["worker"].startswith(f"{HOST}:") for t in running) and shutil.which("squeue"):
+        with contextlib.suppress(subprocess.SubprocessError):
+            listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=20)
+            tasks = set(listed.stdout.split()) if listed.returncode == 0 else None
+    for t in running:
+        host, pid = t.user_attrs["worker"].split()[0].rsplit(":", 1)
+        task = re.search(r"\(Slurm (\S+)\)", t.user_attrs["worker"])
+        if host == HOST:
+            with contextlib.suppress(OSError):  # a zombie's command line is empty
+                if int(pid) == os.getpid() or b"tune.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+        elif not (task and (task[1] == TASK or tasks is not None and task[1] not in tasks)):
+            continue
+        retry(study, t)
+        print(f"trial {t.number} lost its worker: marked FAIL, it will be run again", flush=True)
 
 
 def run_workers(study, cfg, opts, jobs):
-    """Runs trials, jobs at a time, until the study has --n-trials; returns an exit status."""
-    # Optuna turns only a KeyboardInterrupt of the main thread into a FAIL trial: SIGTERM (Slurm, kill) and the
-    # n_jobs threads need this flag, which each trial polls to stop its sweep.sh (and so its trainers) cleanly.
-    stop = []
+    """Runs trials, jobs at a time, while the study has fewer than --n-trials; returns an exit status."""
+    # A signal only sets this flag, which each trial polls to stop its sweep.sh (and so its trainers) cleanly;
+    # SIGUSR1 is Slurm's warning before the time limit
+    stop, ended, ran, out = [], [], [], Path(opts.out)
     previous = {s: signal.signal(s, lambda signum, _: stop.append(signal.Signals(signum)))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    sampler = optuna.samplers.TPESampler(n_startup_trials=opts.startup_trials, constant_liar=True)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=opts.prune_startup, n_warmup_steps=cfg["total_timesteps"] // 2
-                                         if opts.prune_warmup is None else opts.prune_warmup)
-    study.sampler, study.pruner = sampler, pruner if not opts.no_prune else optuna.pruners.NopPruner()
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    study.sampler = optuna.samplers.TPESampler(n_startup_trials=opts.startup_trials, constant_liar=True)
+    study.pruner = optuna.pruners.NopPruner() if opts.no_prune else optuna.pruners.MedianPruner(
+        n_startup_trials=opts.prune_startup,
+        n_warmup_steps=cfg["total_timesteps"] // 2 if opts.prune_warmup is None else opts.prune_warmup)
 
-    def finished(study, t):
-        write_outputs(Path(opts.out), study, cfg)
-        print(progress(study, t, cfg, opts), flush=True)
+    def work():
+        while not stop and not ended:
+            with locked(out):
+                fail_lost_trials(study)
+                if len(study.get_trials(deepcopy=False, states=COUNTED)) >= opts.n_trials:
+                    return
+                # a queued trial first, with its values; else the sampler's
+                trial = study.ask({k: optuna.distributions.json_to_distribution(v) for k, v in cfg["space"].items()})
+                trial.set_user_attr("worker", WORKER)
+            ran.append(trial.number)
+            write_outputs(out, study, cfg)  # the tables show it RUNNING
+            try:
+                t = study.tell(trial, objective(trial, cfg, opts, stop))
+            except optuna.TrialPruned:
+                t = study.tell(trial, state=TrialState.PRUNED)  # its value: the last one reported
+            except Interrupted as e:
+                retry(study, trial)
+                print(f"trial {trial.number} {e}: marked FAIL, it will be run again", flush=True)
+                ended.append(e)
+                continue
+            except Exception as e:  # a failing trainer (RuntimeError, one line) or a bug: the study stops
+                study.tell(trial, state=TrialState.FAIL)
+                ended.append(e)
+                continue
+            write_outputs(out, study, cfg)
+            print(progress(study, t, cfg, opts), flush=True)
 
-    def run(trial):
-        try:
-            return objective(trial, study, cfg, opts, stop)
-        except Interrupted as e:  # FAIL (not counted); queued again with the same values
-            trial.set_user_attr("interrupted", str(e))
-            study.enqueue_trial(trial.params)
-            print(f"trial {trial.number} {e}: marked FAIL, it will be run again", flush=True)
-            study.stop()
-            raise
-
-    write_outputs(Path(opts.out), study, cfg)
+    threads = [threading.Thread(target=work) for _ in range(jobs)]
     try:
-        remaining = opts.n_trials - len(study.get_trials(deepcopy=False, states=COUNTED))
-        if remaining > 0:
-            study.optimize(run, n_trials=remaining, n_jobs=jobs, callbacks=[
-                MaxTrialsCallback(opts.n_trials, states=COUNTED), finished])
-        if stop:  # with n_jobs > 1 Optuna does not re-raise every trial's Interrupted
-            raise Interrupted(f"interrupted by {stop[0].name}")
-    except Interrupted as e:
-        print(f"tune.py: {e}; rerun the same command to continue the study", file=sys.stderr)
-        return 128 + stop[0] if stop else 1
-    except RuntimeError as e:
-        print(f"tune.py: {e}", file=sys.stderr)
-        return 1
+        write_outputs(out, study, cfg)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()  # the main thread handles signals meanwhile
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        write_outputs(Path(opts.out), study, cfg, plots=True)
-    return 0
+        write_outputs(out, study, cfg, plots=bool(ran))  # a worker that found the study full leaves them be
+    failed = [e for e in ended if not isinstance(e, Interrupted)]
+    if failed and not isinstance(failed[0], RuntimeError):
+        raise failed[0]
+    if failed:
+        print(f"tune.py: {failed[0]}", file=sys.stderr)
+        return 1
+    if stop or ended:
+        print(f"tune.py: {f'interrupted by {stop[0].name}' if stop else ended[0]}; rerun the same command to continue "
+              "the study", file=sys.stderr)
+    return 128 + stop[0] if stop else int(bool(ended))
 
 
 def progress(study, t, cfg, opts):
@@ -441,9 +336,7 @@ def write_outputs(out, study, cfg, plots=False):
         row + [t.user_attrs.get("worker", "")] for row, t in zip(rows, trials)])
     replace(out / "trials.csv", buf.getvalue())
 
-    states = {}
-    for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
+    states = collections.Counter(t.state.name for t in trials)
     ranges = "; ".join(f"{e} [{lo:g}, {hi:g}]" for e in envs for lo, hi, _ in [score.score_range(e)])
     md = ["# Tuning study", "", f"- command: `{study.user_attrs.get('command', '')}`",
           f"- envs: {', '.join(envs)}; seeds 1..{cfg['seeds']} per trial; fixed trainer flags: `{shlex.join(cfg['fixed'])}`"
@@ -529,9 +422,6 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-IDENTITY = ("env_ids", "seeds", "space", "fixed", "alpha")
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     ours, fixed = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
@@ -540,6 +430,9 @@ def main(argv=None):
         out = Path(opts.out).resolve()
         journal = (out / "study.journal").exists() or (opts.slurm and not (out / "study.db").exists())
         exists = (out / "study.journal").exists() or (out / "study.db").exists()
+        if opts.slurm_worker:  # a task of the job array submitted below: the study and its settings are in DIR
+            study = open_study(out, journal, create=False)
+            return run_workers(study, study.user_attrs["config"], opts, 1)
         if opts.env_ids is None:  # rewrite the outputs of the study in DIR
             if not exists:
                 raise UserError(f"{out} holds no study (give --env-ids to start one)")
@@ -551,7 +444,7 @@ def main(argv=None):
             raise UserError(f"{out} holds a local SQLite study, which Slurm workers cannot share; "
                             "continue it without --slurm or use another --out")
         old = open_study(out, journal, create=False).user_attrs.get("config", {}) if exists else cfg
-        changed = [k for k in IDENTITY if old.get(k) != cfg[k]]
+        changed = [k for k in ("env_ids", "seeds", "space", "fixed", "alpha") if old.get(k) != cfg[k]]
         if changed:
             raise UserError(f"{out} holds a study with other {', '.join(changed)}; "
                             "rerun it with the same settings or use another --out")
@@ -561,37 +454,34 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(out, journal)
     study.set_user_attr("config", cfg)
-    if not opts.slurm_worker:
-        study.set_user_attr("command", shlex.join(["benchmark/tune.py", *argv]))
-        for values in enqueued:
-            study.enqueue_trial(values, skip_if_exists=True)
-    fail_lost_trials(study, journal)
-    used = len(study.get_trials(deepcopy=False, states=COUNTED))
+    study.set_user_attr("command", shlex.join(["benchmark/tune.py", *argv]))
+    for values in enqueued:
+        study.enqueue_trial(values, skip_if_exists=True)
+    with locked(out):
+        fail_lost_trials(study)
+        used = len(study.get_trials(deepcopy=False, states=COUNTED))
     remaining, runs = opts.n_trials - used, len(cfg["env_ids"]) * cfg["seeds"]
-    if remaining <= 0 and not opts.slurm_worker:
+    if remaining <= 0:
         print(f"the study in {out} has {used} trials (--n-trials {opts.n_trials}); nothing to run")
         write_outputs(out, study, cfg, plots=True)
         return summary(out, study)
-    workers = min(opts.workers, max(remaining, 1))
-    if opts.slurm and not opts.slurm_worker:
-        logs = out / "slurm" / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        worker = shlex.join([sys.executable, os.path.abspath(__file__), *ours, "--slurm-worker", "--", *fixed])
-        result = subprocess.run(["sbatch", "--parsable", "--job-name=rpo-tune", f"--array=0-{workers - 1}",
-                                 "--ntasks=1", f"--cpus-per-task={runs}", f"--output={logs}/%A_%a.out",
-                                 *[f"--{k}={getattr(opts, k)}" for k in ("partition", "time", "account")
-                                   if getattr(opts, k)], "--wrap", f"exec {worker}"], capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"tune.py: error: sbatch failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+    workers = min(opts.workers, remaining)
+    if opts.slurm:  # each worker runs trials while the study has fewer than --n-trials, as a local one does
+        submitted = subprocess.run(
+            [HERE / "slurm" / "submit.sh", out / "slurm" / "logs", "--job-name=rpo-tune", f"--array=0-{workers - 1}",
+             f"--cpus-per-task={runs}", *[f"--{k}={getattr(opts, k)}" for k in ("partition", "time", "account")
+                                          if getattr(opts, k)],
+             "--", sys.executable, HERE / "tune.py", *ours, "--out", out, "--slurm-worker"], capture_output=True, text=True)
+        if submitted.returncode != 0:
+            print(f"tune.py: error: sbatch failed: {(submitted.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
             return 2
-        job = result.stdout.strip().split(";")[0]
-        print(f"submitted Slurm job array {job}: {workers} worker(s) for {remaining} of {opts.n_trials} trials "
-              f"({used} done earlier), {runs} CPU(s) each; logs: {logs}/{job}_<task>.out; rerun to see the result")
+        print(f"submitted Slurm job array {submitted.stdout.strip()}: {workers} worker(s) for {remaining} of "
+              f"{opts.n_trials} trials ({used} done earlier), {runs} CPU(s) each; logs: "
+              f"{out}/slurm/logs/{submitted.stdout.strip()}_<task>.out; rerun to see the result")
         return 0
     print(f"running {remaining} of {opts.n_trials} trials ({used} done earlier), {workers} worker(s), "
           f"{runs} trainer run(s) per trial, in {out}", flush=True)
-    status = run_workers(study, cfg, opts, 1 if opts.slurm_worker else workers)
-    return status or (0 if opts.slurm_worker else summary(out, study))
+    return run_workers(study, cfg, opts, workers) or summary(out, study)
 
 
 def summary(out, study):

@@ -3,9 +3,11 @@
 The studies train the real trainer on Pendulum-v1 for 2048 steps a run (eight iterations of 256
 steps), launched by benchmark/sweep.sh. The pruning and interruption tests use a stand-in trainer
 (TRAINER=...) that logs episodes to TensorBoard as the trainer does, with returns set by
---rpo-alpha, so that which trial is bad does not depend on chance. The Slurm test runs
-against a real one-node Slurm (benchmark/slurm/start_local_slurm.sh, as root) and is skipped only
-where Slurm's binaries are not installed (apt-get install -y slurm-wlm munge).
+--rpo-alpha, so that which trial is bad does not depend on chance; a slow trial's stand-in holds
+until it is stopped, so nothing depends on the machine's speed. The race tests use a stand-in that
+only copies an event file. The Slurm tests run against a real one-node Slurm
+(benchmark/slurm/start_local_slurm.sh, as root) and are skipped only where Slurm's binaries are not
+installed (apt-get install -y slurm-wlm munge).
 """
 
 import csv
@@ -15,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ TINY = ["--total-timesteps", "2048", "--num-steps", "256", "--num-minibatches", 
 LOW, HIGH = -1241.0, -151.08
 PNG = b"\x89PNG\r\n\x1a\n"
 
-# A stand-in trainer: every 200 steps an episode of return -1000 * alpha, in TensorBoard; alpha >= 0.85 is slow.
+# A stand-in trainer: every 200 steps an episode of return -1000 * alpha, in TensorBoard. With alpha >= 0.85 it is
+# a run that has logged all its episodes but not ended: it waits while the file HOLD exists (or until a signal).
 STUB = r'''
 import os, signal, sys, time
 from torch.utils.tensorboard import SummaryWriter  # first: torch's import can swallow the handler's SystemExit
@@ -48,10 +50,11 @@ if alpha == 0.77:
     sys.exit("stub: this alpha breaks me")
 writer = SummaryWriter("runs/stub")
 for step in range(200, total + 1, 200):
-    time.sleep(0.5 if alpha >= 0.85 else 0.02)
     writer.add_scalar("charts/episodic_return", -1000 * alpha, step)
     writer.add_scalar("charts/episodic_length", 200, step)
-    writer.flush()
+writer.flush()
+while alpha >= 0.85 and os.path.exists(HOLD):
+    time.sleep(0.1)
 '''
 
 
@@ -112,9 +115,12 @@ def trainer_args(run):
     return torch.load(checkpoint, weights_only=True)["args"]
 
 
-def stub_env(tmp_path):
-    stub = tmp_path / "stub_trainer.py"
-    stub.write_text(STUB)
+def stub_env(tmp_path, hold=False):
+    """The stand-in trainer's environment; hold: its slow runs wait until stopped (or until the hold file goes)."""
+    stub, hold_file = tmp_path / "stub_trainer.py", tmp_path / "hold"
+    stub.write_text(f"HOLD = {str(hold_file)!r}\n" + STUB)
+    if hold:
+        hold_file.touch()
     return tune_env(TRAINER=str(stub))
 
 
@@ -264,14 +270,150 @@ def test_two_local_workers_share_one_study(tmp_path):
     assert processes_in(out) == []
 
 
+# ------------------------------------------------------------------------------- the bound, under races
+# A stand-in trainer that only copies an event file of ten episodes (return -500), so a race costs little.
+QUICK = r'''
+import os, shutil, sys
+os.makedirs("runs/quick", exist_ok=True)
+shutil.copy(os.path.join(os.path.dirname(sys.argv[0]), "events.out.tfevents.0.quick"), "runs/quick")
+'''
+RACES, RACE = 10, ["--n-trials", "6", "--workers", "4"]
+
+
+@pytest.fixture(scope="module")
+def quick_trainer(tmp_path_factory):
+    from torch.utils.tensorboard import SummaryWriter
+
+    where = tmp_path_factory.mktemp("quick")
+    writer = SummaryWriter(str(where), filename_suffix=".quick")
+    for step in range(200, 2001, 200):
+        writer.add_scalar("charts/episodic_return", -500.0, step)
+        writer.add_scalar("charts/episodic_length", 200, step)
+    writer.close()
+    next(where.glob("events.out.tfevents.*")).rename(where / "events.out.tfevents.0.quick")
+    (where / "quick_trainer.py").write_text(QUICK)
+    return str(where / "quick_trainer.py")
+
+
+def tune_in_process(capsys, *argv):
+    """tune.main() in this process (the trainer's import, seconds, is paid once): its exit status and output."""
+    sys.path.insert(0, str(ROOT / "benchmark"))
+    import tune as tuner
+
+    status = tuner.main([*argv])
+    return status, "".join(capsys.readouterr())
+
+
+def assert_exactly_six(out, log=""):
+    table = rows(out)
+    assert [(r["number"], r["state"]) for r in table] == [(str(n), "COMPLETE") for n in range(6)], log
+    assert sorted(p.name for p in (out / "trials").iterdir()) == [str(n) for n in range(6)]  # no surplus trained
+
+
+def test_four_local_workers_run_exactly_the_trials_asked_for(quick_trainer, tmp_path, capsys, monkeypatch):
+    # MaxTrialsCallback counts only after a trial ends: four workers finishing together could each start one more
+    monkeypatch.setenv("TRAINER", quick_trainer)
+    for race in range(RACES):
+        out = tmp_path / f"study{race}"
+        status, stdout = tune_in_process(capsys, "--env-ids", ENV, "--out", str(out), *RACE, "--",
+                                         "--total-timesteps", "2048")
+        assert status == 0, stdout
+        assert "running 6 of 6 trials (0 done earlier), 4 worker(s)" in stdout
+        assert_exactly_six(out, stdout)
+        assert len(re.findall(r"^trial \d started", stdout, re.M)) == 6
+        assert processes_in(out) == []
+
+
+@pytest.mark.slurm
+def test_four_slurm_workers_run_exactly_the_trials_asked_for(slurm, quick_trainer, tmp_path, capsys, monkeypatch):
+    # The workers share the journal and start as the node has CPUs for them (one each); all races at once
+    monkeypatch.setenv("TRAINER", quick_trainer)
+    jobs = {}
+    for race in range(RACES):
+        out = tmp_path / f"study{race}"
+        status, stdout = tune_in_process(capsys, "--env-ids", ENV, "--out", str(out), *RACE, "--slurm",
+                                         "--time", "00:10:00", "--", "--total-timesteps", "2048")
+        assert status == 0, stdout
+        jobs[out] = re.search(r"submitted Slurm job array (\d+): 4 worker\(s\) for 6 of 6 trials", stdout)[1]
+    for out, job in jobs.items():
+        wait_for(lambda: job_done(job), f"Slurm job {job} to finish", timeout=1800)
+        logs = sorted((out / "slurm" / "logs").iterdir())
+        assert [p.name for p in logs] == [f"{job}_{task}.out" for task in range(4)]
+        text = "".join(p.read_text() for p in logs)
+        assert "Traceback" not in text, text
+        assert_exactly_six(out, text)
+        assert {re.search(r"\(Slurm (\d+)_\d\)", r["worker"])[1] for r in rows(out)} == {job}
+
+
+@pytest.mark.slurm
+def test_a_trial_whose_slurm_task_is_gone_is_run_again_once(slurm, quick_trainer, tmp_path, capsys, monkeypatch):
+    import optuna
+
+    monkeypatch.setenv("TRAINER", quick_trainer)
+    out = tmp_path / "study"
+    args = ["--env-ids", ENV, "--out", str(out), "--workers", "1", "--slurm", "--time", "00:10:00", "--",
+            "--total-timesteps", "2048"]
+    status, stdout = tune_in_process(capsys, "--n-trials", "1", *args)
+    job = re.search(r"submitted Slurm job array (\d+)", stdout)[1]
+    wait_for(lambda: job_done(job), f"Slurm job {job} to finish")
+    # a trial left RUNNING by a worker on another node whose task Slurm no longer lists (the node was lost)
+    study = optuna.load_study(study_name="rpo-tune", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    lost = study.ask({"rpo_alpha": optuna.distributions.FloatDistribution(0.001, 1.0, log=True)})
+    lost.set_user_attr("worker", "lost-node:4242 (Slurm 999999_0)")
+
+    status, stdout = tune_in_process(capsys, "--n-trials", "2", *args)
+    assert status == 0, stdout
+    assert stdout.count("trial 1 lost its worker: marked FAIL, it will be run again") == 1
+    job = re.search(r"submitted Slurm job array (\d+): 1 worker\(s\) for 1 of 2 trials \(1 done earlier\)", stdout)[1]
+    wait_for(lambda: job_done(job), f"Slurm job {job} to finish")
+    table = rows(out)
+    assert [(r["number"], r["state"]) for r in table] == [("0", "COMPLETE"), ("1", "FAIL"), ("2", "COMPLETE")]
+    assert table[2]["rpo_alpha"] == table[1]["rpo_alpha"]  # the same values, run once more
+
+
 # ------------------------------------------------------------------------------- pruning and interruption
+def test_a_trial_reports_intermediate_values_while_its_runs_train(tmp_path):
+    # A real run far longer than the test. Once it has logged two iterations it is frozen (SIGSTOP): what the tuner
+    # reports after that, it read from the event file as the trainer had left it in the middle of its run.
+    out = tmp_path / "study"
+    runner = subprocess.Popen([sys.executable, str(TUNE), "--env-ids", ENV, "--out", str(out), "--n-trials", "1",
+                               "--enqueue", "rpo-alpha=0.5", "--no-prune", "--report-every", "256", "--",
+                               "--total-timesteps", "1000000", *TINY[2:]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tune_env())
+    run, trainer = run_dir(out, 0, "0.5"), []
+    try:
+        wait_for(lambda: (run / "train.log").exists() and (run / "train.log").read_text().count("SPS:") >= 2,
+                 "the run to log two iterations")
+        trainer = [pid for pid in processes_in(run) if b"rpo_continuous_action.py" in
+                   Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(trainer) == 1
+        os.kill(trainer[0], signal.SIGSTOP)
+        import optuna
+
+        study = optuna.load_study(study_name="rpo-tune", storage=f"sqlite:///{out / 'study.db'}")
+        wait_for(lambda: study.trials[0].intermediate_values, "the trial to report a value")
+        reported = study.trials[0].intermediate_values
+        logged = max(step for step, _ in episodic_returns(run))
+        assert alive(trainer[0]) and not (run / "DONE").exists()  # still in the middle of its run
+    finally:
+        for pid in trainer:
+            os.kill(pid, signal.SIGCONT)
+        runner.send_signal(signal.SIGINT)
+        stdout, stderr = runner.communicate(timeout=300)
+    assert min(reported) == 256 and max(reported) <= logged < 1000000
+    assert reported[256] == pytest.approx(normalized(np.mean([v for s, v in episodic_returns(run) if s <= 256])))
+    assert runner.returncode == 130, stdout + stderr
+    assert processes_in(out) == []
+
+
 def test_a_bad_trial_is_pruned_and_its_trainer_stopped(tmp_path):
     out = tmp_path / "study"
-    # trials 0 and 1 score -10 and -20; trial 2 scores -900 and would run 20 s (0.5 s an episode)
+    # trials 0 and 1 score -10 and -20; trial 2 scores -900 and does not end unless it is stopped
     result = tune(out, "--seeds", "1", "--n-trials", "3",
                   "--enqueue", "rpo-alpha=0.01", "--enqueue", "rpo-alpha=0.02", "--enqueue", "rpo-alpha=0.9",
                   "--prune-startup", "2", "--prune-warmup", "0", "--report-every", "400",
-                  trainer=["--total-timesteps", "8000"], env=stub_env(tmp_path))
+                  trainer=["--total-timesteps", "8000"], env=stub_env(tmp_path, hold=True))
     assert result.returncode == 0, result.stdout + result.stderr
     table = rows(out)
     assert [(r["number"], r["state"]) for r in table] == [("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "PRUNED")]
@@ -281,19 +423,18 @@ def test_a_bad_trial_is_pruned_and_its_trainer_stopped(tmp_path):
     pruned = table[2]
     assert float(pruned["value"]) == pytest.approx(normalized(-900))  # its last intermediate value
     assert pruned["pruned_at_step"] == "400"
-    assert float(pruned["seconds"]) < 15
     assert re.search(r"^\[3/3\] trial 2 PRUNED at step 400 value=0.31\d* rpo_alpha=0.9 ", result.stdout, re.M)
-    # its trainer got SIGTERM (from sweep.sh), exited, and nothing is left running
+    # its trainer got SIGTERM (from sweep.sh) before it ended, exited, and nothing is left running
     run = run_dir(out, 2, "0.9")
     log = (run / "train.log").read_text()
-    assert "stub: got signal 15" in log and "trainer exited with status 143" in log
+    assert "stub: got signal 15" in log and "trainer exited with status 143" in log and not (run / "DONE").exists()
     assert not alive(int((run / "pid").read_text()))
     assert processes_in(out) == []
     assert_png(out / "intermediate_values.png")
 
 
 def stop_during_trial_0(out, env, n_trials, stop):
-    """Starts a stub study whose trial 0 (alpha 0.9, slow) runs first; stop(process) once its trainer runs."""
+    """Starts a stub study whose trial 0 (alpha 0.9, held) runs first; stop(process) once its trainer runs."""
     args = [sys.executable, str(TUNE), "--env-ids", ENV, "--out", str(out), "--n-trials", str(n_trials), "--no-prune",
             "--", "--total-timesteps", "4000"]
     runner = subprocess.Popen([*args[:-3], "--enqueue", "rpo-alpha=0.9", *args[-3:]], stdout=subprocess.PIPE,
@@ -308,7 +449,7 @@ def stop_during_trial_0(out, env, n_trials, stop):
 
 
 def test_interrupted_study_marks_the_trial_failed_and_a_rerun_runs_it_again(tmp_path):
-    out, env = tmp_path / "study", stub_env(tmp_path)
+    out, env = tmp_path / "study", stub_env(tmp_path, hold=True)
     args, runner, stdout, stderr, pid_file = stop_during_trial_0(out, env, 2, lambda p: p.send_signal(signal.SIGINT))
     assert runner.returncode == 130, stdout + stderr
     assert "trial 0 interrupted by SIGINT: marked FAIL, it will be run again" in stdout
@@ -319,7 +460,8 @@ def test_interrupted_study_marks_the_trial_failed_and_a_rerun_runs_it_again(tmp_
     # queued again with the same alpha, for the next run of the command
     assert [(r["number"], r["state"], r["rpo_alpha"]) for r in rows(out)] == [("0", "FAIL", "0.9"), ("1", "WAITING", "0.9")]
 
-    # the interrupted trial does not count; the rerun runs it again (same alpha) and one more
+    # the interrupted trial does not count; the rerun runs it again (same alpha, not held now) and one more
+    (tmp_path / "hold").unlink()
     rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "running 2 of 2 trials (0 done earlier)" in rerun.stdout
@@ -329,22 +471,21 @@ def test_interrupted_study_marks_the_trial_failed_and_a_rerun_runs_it_again(tmp_
 
 
 def test_a_killed_worker_leaves_no_trainer_and_its_trial_is_run_again(tmp_path):
-    import sqlite3
-
-    out, env = tmp_path / "study", stub_env(tmp_path)
+    out, env = tmp_path / "study", stub_env(tmp_path, hold=True)
     # no chance to clean up: SIGKILL, as a lost node or the OOM killer
     args, _, _, _, pid_file = stop_during_trial_0(out, env, 1, lambda p: p.kill())
-    wait_for(lambda: not alive(int(pid_file.read_text())), "the orphaned trainer to stop", timeout=30)
-    wait_for(lambda: processes_in(out) == [], "sweep.sh to end after its trainer", timeout=30)
-    # the trial stays RUNNING until Optuna's heartbeat for it is older than the grace period: pretend it is
-    with sqlite3.connect(out / "study.db") as db:
-        assert db.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00'").rowcount == 1
+    wait_for(lambda: not alive(int(pid_file.read_text())), "the orphaned trainer to stop")
+    wait_for(lambda: processes_in(out) == [], "sweep.sh to end after its trainer")
+    assert [(r["number"], r["state"]) for r in rows(out)] == [("0", "RUNNING")]  # as the killed worker left it
+    (tmp_path / "hold").unlink()
+    # the rerun finds the trial's worker gone (no such process), marks it FAIL and runs it again, once
     rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "trial 0 lost its worker: marked FAIL, it will be run again" in rerun.stdout
+    assert rerun.stdout.count("trial 0 lost its worker: marked FAIL, it will be run again") == 1
+    assert "running 1 of 1 trials (0 done earlier)" in rerun.stdout
     table = rows(out)
     assert [(r["number"], r["state"]) for r in table] == [("0", "FAIL"), ("1", "COMPLETE")]
-    assert float(table[1]["rpo_alpha"]) == 0.9  # Optuna's retry: the same values
+    assert float(table[1]["rpo_alpha"]) == 0.9  # the same values
 
 
 def test_a_failing_trainer_stops_the_study_with_one_line(tmp_path):
