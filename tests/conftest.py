@@ -131,3 +131,20 @@ def reference():
         pytest.skip(f"could not build the reference with benchmark/reference.sh: "
                     f"{(proc.stderr.strip() or '?').splitlines()[-1]}")
     return os.path.join(ref_dir, "venv", "bin", "python"), os.path.join(ref_dir, "rpo_reference.py")
+
+
+def table(markdown, header_start, labels=1):
+    """{row label: other cells} of the markdown table whose header starts with header_start;
+    with labels=2 a row's label is its first two cells."""
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[:len(header_start)] == header_start:
+            rows = {}
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                cells = [c.strip() for c in body.strip().strip("|").split("|")]
+                rows[tuple(cells[:labels]) if labels > 1 else cells[0]] = cells[labels:]
+            return rows
+    raise AssertionError(f"no table starting with {header_start} in:\n{markdown}")

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import table
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmark" / "report.py"
 PUBLISHED = ROOT / "benchmark" / "published.csv"
@@ -53,23 +55,6 @@ def write_csv(path, runs):
         for (env, alpha, seed), returns in runs.items():
             for i, value in enumerate(returns, start=1):
                 writer.writerow([env, alpha, seed, i * 200, value, 200])
-
-
-def table(markdown, header_start, labels=1):
-    """{row label: other cells} of the markdown table whose header starts with header_start;
-    with labels=2 a row's label is its first two cells."""
-    lines = markdown.splitlines()
-    for i, line in enumerate(lines):
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[:len(header_start)] == header_start:
-            rows = {}
-            for body in lines[i + 2:]:
-                if not body.startswith("|"):
-                    break
-                cells = [c.strip() for c in body.strip().strip("|").split("|")]
-                rows[tuple(cells[:labels]) if labels > 1 else cells[0]] = cells[labels:]
-            return rows
-    raise AssertionError(f"no table starting with {header_start} in:\n{markdown}")
 
 
 def estimate(cell):

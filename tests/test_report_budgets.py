@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import table
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmark" / "report.py"
 RESULTS = ROOT / "benchmark" / "results"
@@ -55,22 +57,6 @@ def run_report(*args):
     return subprocess.run([sys.executable, str(REPORT), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-def table(markdown, header_start):
-    """{(first cell, second cell): other cells} of the markdown table whose header starts with header_start."""
-    lines = markdown.splitlines()
-    for i, line in enumerate(lines):
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[:len(header_start)] == header_start:
-            rows = {}
-            for body in lines[i + 2:]:
-                if not body.startswith("|"):
-                    break
-                cells = [c.strip() for c in body.strip().strip("|").split("|")]
-                rows[cells[0], cells[1]] = cells[2:]
-            return rows
-    raise AssertionError(f"no table starting with {header_start} in:\n{markdown}")
-
-
 def estimate(cell):
     """'12.34 [10.00, 15.00] (3 of 4 runs)' -> (12.34, 10.0, 15.0)."""
     m = re.match(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", cell)
@@ -108,7 +94,8 @@ def sweep(tmp_path_factory):
 
 def test_scores_at_budgets_by_hand(sweep):
     _, _, md = sweep
-    rows = table(md, ["", "steps", "PPO (α=0): IQM [95% CI]", "RPO α=0.5: IQM [95% CI]", "P(RPO α=0.5 > PPO) [95% CI]"])
+    rows = table(md, ["", "steps", "PPO (α=0): IQM [95% CI]", "RPO α=0.5: IQM [95% CI]", "P(RPO α=0.5 > PPO) [95% CI]"],
+                 labels=2)
     assert list(rows) == [(WALKER, "50"), (WALKER, "1k"), (WALKER, "2k"), (WALKER, "3k")]  # sorted, as --at writes them
     # step 50: every run reached it, but none had an episode by then
     assert rows[WALKER, "50"] == ["n/a (0 of 3 runs)", "n/a (0 of 4 runs)", "—"]
@@ -136,7 +123,7 @@ def test_scores_at_budgets_by_hand(sweep):
 
 def test_sigma_at_budgets_by_hand(sweep):
     root, _, md = sweep
-    rows = table(md, ["", "steps", "PPO (α=0)", "RPO α=0.5"])
+    rows = table(md, ["", "steps", "PPO (α=0)", "RPO α=0.5"], labels=2)
     # the last σ logged at or before 1000 is 1000's: PPO 1 - 0.1 s for seeds 1-3, RPO 1 + 0.1 s for seeds 1-4
     assert rows[WALKER, "1k"] == ["0.800 (0.700–0.900)", "1.250 (1.100–1.400)"]  # RPO: median (1.2 + 1.3) / 2
     # at 2000, 2000's: PPO 0.8, 0.6, 0.4; RPO 1.2, 1.4 and seed 3's last, 1750's: 1 + 3 * 0.175 = 1.525.
