@@ -19,7 +19,6 @@ from conftest import table
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmark" / "report.py"
-RESULTS = ROOT / "benchmark" / "results"
 
 sys.path.insert(0, str(ROOT / "benchmark"))
 import report  # noqa: E402
@@ -226,20 +225,3 @@ def test_bad_sigma_file_is_one_line(sweep, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit:
             report.main([str(export), "--out", str(tmp_path / "r")])
         one_line_error(exit.value.code, capsys.readouterr().err, message)
-
-
-# ------------------------------------------------------------------------------- the committed results
-def flags(markdown):
-    """The flags a results.md names, as report.py writes them (`--above 3000`, `--at 1M,8M`)."""
-    return [part for flag in re.findall(r"\(`(--(?:above|at) \S+)`\)", markdown) for part in flag.split(" ")]
-
-
-AT_BUDGETS = [p for p in sorted(RESULTS.rglob("episodes.csv.gz")) if "(`--at " in (p.parent / "results.md").read_text()]
-
-
-@pytest.mark.parametrize("export", AT_BUDGETS, ids=lambda p: str(p.parent.relative_to(RESULTS)))
-def test_committed_results_with_budgets_rebuild(tmp_path, export):
-    # the committed studies made with --at (and their σ file beside the episodes) rebuild byte for byte
-    result = run_report(export, "--out", tmp_path, *flags((export.parent / "results.md").read_text()))
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "results.md").read_bytes() == (export.parent / "results.md").read_bytes()
