@@ -1,6 +1,7 @@
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -9,6 +10,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINER = os.path.join(ROOT, "rpo_continuous_action.py")
 sys.path.insert(0, ROOT)
+
+# A suite started in the background (`pytest &` in a script) inherits SIGINT ignored, passes that on to every run it
+# starts, and the tests that Ctrl-C a sweep or a trainer then wait forever: runs get the default disposition back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Small but complete runs: every code path of an iteration, a fraction of the default's work.
 FAST = ["--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2"]
