@@ -485,16 +485,16 @@ class RolloutActor:
 
     @torch.no_grad()
     def check(self, obs, actions, logprobs, noise, iteration):
-        """Stops the run unless every action of the rollout was the Agent's mean + sigma * noise, and the Agent's
-        log-probs of them (from get_action_and_value) are those of that Gaussian."""
+        """Stops the run unless each action was the Agent's mean + sigma * noise, and its log-prob that Gaussian's."""
         mean, logstd = self.agent.get_mean_and_logstd(obs)
-        sampled = mean + logstd.exp() * torch.from_numpy(noise.reshape(actions.shape)).to(actions.device)
-        if not torch.allclose(actions, sampled, rtol=1e-4, atol=1e-5):
+        spread = logstd.exp() * torch.from_numpy(noise.reshape(actions.shape)).to(actions.device)
+        gap = (actions - mean - spread).abs()  # float32 rounds by a part of each term, however small their sum
+        if (gap > 1e-5 + 1e-4 * (mean.abs() + spread.abs())).any():
             if self.use_torch:  # torch acted as the Agent is written: its mean is not a function of the observation
                 raise UserError("Agent.get_mean_and_logstd gives other means when called again (dropout, BatchNorm or "
                                 "other training-mode layers): the rollout cannot be scored; make it deterministic")
-            raise UserError(f"at iteration {iteration} the rollout acted up to {(actions - sampled).abs().max():.2g} "
-                            "away from Agent.get_mean_and_logstd; make RolloutActor act through torch for this Agent")
+            raise UserError(f"at iteration {iteration} the rollout acted up to {gap.max():.2g} away from "
+                            "Agent.get_mean_and_logstd; make RolloutActor act through torch for this Agent")
         if not torch.allclose(logprobs, gaussian_logprob(actions, mean, logstd), rtol=1e-4, atol=1e-4):
             raise UserError("Agent.get_action_and_value scores actions under another distribution than the "
                             "N(mean, exp(logstd)) of get_mean_and_logstd that the rollout samples: change both")

@@ -116,6 +116,28 @@ def test_the_rollout_acts_with_the_unperturbed_policy_and_the_check_holds_it_to_
         actor.check(x, torch.from_numpy(action), logprob + 0.1, noise, iteration=4)
 
 
+def test_the_check_allows_float32_rounding_of_large_terms_whose_sum_is_near_zero():
+    """Seen at 5.8M steps of RPO on walker-walk, where sigma grew to 15 and the mean to 64: an action mean + sigma *
+    noise near 0 is the sum of two large terms, which numpy and torch round apart by a part of each term (1.9e-5
+    there). The check allows that, and still refuses an action 0.05 away."""
+    agent = make_agent(act_dim=2, alpha=0.5)
+    with torch.no_grad():
+        agent.actor_mean[-1].weight.mul_(4000.0)  # means of tens
+        agent.actor_logstd.fill_(math.log(15.0))
+    x = torch.randn(64, 5)
+    with torch.no_grad():
+        mean = agent.actor_mean(x)
+    assert mean.abs().max() > 20
+    noise = (-mean / 15.0).numpy()  # every action is mean + sigma * noise = 0, up to rounding
+    actions = torch.zeros(64, 2) + 1.9e-5  # the numpy copy's rounding, seen
+    with torch.no_grad():
+        _, logprob, _, _ = agent.get_action_and_value(x, actions, rpo_noise=False)
+    actor = rpo.RolloutActor(agent)
+    actor.check(x, actions, logprob, noise, iteration=2855)
+    with pytest.raises(rpo.UserError, match="at iteration 2855 the rollout acted up to 0.05 away"):
+        actor.check(x, actions + 0.05, logprob, noise, iteration=2855)
+
+
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])  # float32 and float64 observations
 def test_normalizers_are_the_per_env_wrappers_bit_for_bit(env_id):
     """NormalizeObsReward computes, for one env, what the reference's per-env wrapper chain computes:
