@@ -269,24 +269,26 @@ def approx_kl(logratio):  # Schulman's k3 estimator of KL(old || new), from log(
 
 def update(agent, optimizer, batch, args):
     """PPO's update on one rollout; returns the last minibatch's losses and the mean clip fraction, as floats."""
-    M, B = args.num_minibatches, args.minibatch_size
     params, ratios = list(agent.parameters()), []
     for epoch in range(args.update_epochs):
-        # Shuffle once per epoch and gather every tensor in one go; the minibatches are then views.
-        perm = torch.randperm(args.batch_size, device=batch["obs"].device)
+        # Shuffle once per epoch and gather every tensor in one go; each minibatch is then a slice (a view)
+        b_inds = torch.randperm(args.batch_size, device=batch["obs"].device)
         keys = ("obs", "actions", "logprobs", "returns", "values", "advantages")
-        obs, actions, logprobs, returns, values, advantages = (batch[k][perm] for k in keys)
-        advantages = advantages.view(M, B)
+        b_obs, b_actions, b_logprobs, b_returns, b_values, b_advantages = (batch[k][b_inds] for k in keys)
+        mb_advantages = b_advantages.view(args.num_minibatches, args.minibatch_size)  # row i: minibatch i's
         if args.norm_adv:  # per minibatch, as PPO does, all minibatches at once
-            advantages = (advantages - advantages.mean(1, keepdim=True)) / (advantages.std(1, keepdim=True) + 1e-8)
-        for i in range(M):
-            mb = slice(i * B, (i + 1) * B)
-            _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs[mb], actions[mb])  # RPO noise inside
-            logratio = newlogprob - logprobs[mb]
+            mean, std = mb_advantages.mean(1, keepdim=True), mb_advantages.std(1, keepdim=True)
+            mb_advantages = (mb_advantages - mean) / (std + 1e-8)
+        for i, start in enumerate(range(0, args.batch_size, args.minibatch_size)):
+            mb_inds = slice(start, start + args.minibatch_size)
+            # RPO: the stored actions scored under the perturbed mean, N(mu + z, sigma)
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+            logratio = newlogprob - b_logprobs[mb_inds]
             ratio = logratio.exp()
 
-            pg_loss = policy_loss(advantages[i], ratio, args.clip_coef)
-            v_loss = value_loss(newvalue.view(-1), returns[mb], values[mb], args.clip_coef, args.clip_vloss)
+            pg_loss = policy_loss(mb_advantages[i], ratio, args.clip_coef)
+            v_loss = value_loss(newvalue.view(-1), b_returns[mb_inds], b_values[mb_inds], args.clip_coef,
+                                args.clip_vloss)
             loss = pg_loss + v_loss * args.vf_coef
             if args.ent_coef:  # at the default 0 the entropy term would only add time (a twentieth of the update's)
                 loss = loss - args.ent_coef * entropy.mean()
@@ -300,17 +302,17 @@ def update(agent, optimizer, batch, args):
 
         # RPO: the logged KLs of the last minibatch (as PPO logs them) include the noise z; the noise-free one, after
         # the epoch's last step, measures the policy's own move and is what --target-kl compares (alike at alpha = 0)
-        last = slice(args.batch_size - B, args.batch_size)
         with torch.no_grad():
-            _, unperturbed_logprob, _, _ = agent.get_action_and_value(obs[last], actions[last], rpo_noise=False)
-            kl_unperturbed = approx_kl(unperturbed_logprob - logprobs[last])
-        if args.target_kl is not None and kl_unperturbed > args.target_kl:
+            _, unperturbed_logprob, _, _ = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds],
+                                                                       rpo_noise=False)
+            approx_kl_unperturbed = approx_kl(unperturbed_logprob - b_logprobs[mb_inds])
+        if args.target_kl is not None and approx_kl_unperturbed > args.target_kl:
             break
     with torch.no_grad():
         ratio = torch.stack(ratios)
         return {"loss": loss.item(), "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
                 "entropy": entropy.mean().item(), "old_approx_kl": (-logratio).mean().item(),
-                "approx_kl": approx_kl(logratio).item(), "approx_kl_unperturbed": kl_unperturbed.item(),
+                "approx_kl": approx_kl(logratio).item(), "approx_kl_unperturbed": approx_kl_unperturbed.item(),
                 "clipfrac": ((ratio - 1.0).abs() > args.clip_coef).float().mean().item()}
 
 
@@ -331,12 +333,12 @@ def train(args, checkpoint=None):
     envs = make_envs(args, run_name)
     obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
     agent = Agent(int(np.prod(obs_shape)), int(np.prod(act_shape)), args.rpo_alpha).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # the reference's eps
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # annealed from, each iteration
     act = RolloutActor(agent)  # acts as the Agent does, in numpy; act.check holds it to that every iteration
 
     # ALGO Logic: Storage setup. numpy on the CPU, where the envs live; the batch moves to `device` once per update
-    T, N = args.num_steps, args.num_envs
+    T, N = args.num_steps, args.num_envs  # the PPO paper's T steps of N actors
     obs = np.zeros((T, N) + obs_shape, dtype=np.float32)
     actions = np.zeros((T, N) + act_shape, dtype=np.float32)
     rewards = np.zeros((T, N), dtype=np.float32)
@@ -385,7 +387,7 @@ def train(args, checkpoint=None):
             # all its steps come from one batched call each, of the Agent itself
             b_obs = torch.from_numpy(obs.reshape((-1,) + obs_shape)).to(device)
             b_actions = torch.from_numpy(actions.reshape((-1,) + act_shape)).to(device)
-            with torch.no_grad():
+            with torch.no_grad():  # RPO: the rollout's log-probs are of the unperturbed policy it acted with
                 _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions, rpo_noise=False)
                 next_value = agent.get_value(torch.from_numpy(next_obs).to(device)).view(-1).cpu().numpy()
                 action_std = agent.get_mean_and_logstd(b_obs)[1].exp().mean().item()
@@ -394,7 +396,7 @@ def train(args, checkpoint=None):
             advantages, returns = compute_gae(rewards, values.reshape(T, N), dones, next_value, next_done,
                                               args.gamma, args.gae_lambda)
 
-            # flatten the batch
+            # the batch, flattened above, on `device`: the update shuffles it each epoch
             batch = {"obs": b_obs, "actions": b_actions, "logprobs": b_logprobs, "values": b_values.view(-1),
                      "advantages": torch.from_numpy(advantages.reshape(-1)).to(device),
                      "returns": torch.from_numpy(returns.reshape(-1)).to(device)}
@@ -407,7 +409,7 @@ def train(args, checkpoint=None):
             var_y = np.var(returns)
             stats["explained_variance"] = np.nan if var_y == 0 else 1 - np.var(returns.reshape(-1) - values) / var_y
 
-            # TRY NOT TO MODIFY: record rewards for plotting purposes
+            # TRY NOT TO MODIFY: record the update's statistics for plotting purposes
             log.iteration(global_step, optimizer.param_groups[0]["lr"], stats, action_std)
 
             # Save: the run as of this iteration's end, written every checkpoint_interval iterations and at the last
@@ -454,8 +456,10 @@ class RolloutActor:
             self.layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
                            if isinstance(m, nn.Linear) else self.ACTIVATIONS[type(m)] for m in self.agent.actor_mean]
             self.std = np.exp(self.agent.actor_logstd.detach().cpu().numpy()[0])
+            # the observations about to be acted on, and 64 wider ones: a copy right only near them would be wrong
             probes = np.concatenate([obs, np.random.default_rng(0).normal(0, 3, (64, obs.shape[1]))]).astype(np.float32)
             mean, logstd = self._torch(probes)
+            # float32 sums in another order: apart by rounding only, far below any wrong layer's difference
             self.use_torch = not (np.allclose(self._mean(probes), mean, rtol=1e-4, atol=1e-5)
                                   and np.allclose(np.log(self.std), logstd, rtol=1e-4, atol=1e-5))
         except (AttributeError, KeyError, TypeError, ValueError):  # not a Sequential of those layers
@@ -495,6 +499,7 @@ class RolloutActor:
                                 "other training-mode layers): the rollout cannot be scored; make it deterministic")
             raise UserError(f"at iteration {iteration} the rollout acted up to {gap.max():.2g} away from "
                             "Agent.get_mean_and_logstd; make RolloutActor act through torch for this Agent")
+        # 1e-4: another formula for the same Gaussian (torch's Normal, say) rounds apart by that much
         if not torch.allclose(logprobs, gaussian_logprob(actions, mean, logstd), rtol=1e-4, atol=1e-4):
             raise UserError("Agent.get_action_and_value scores actions under another distribution than the "
                             "N(mean, exp(logstd)) of get_mean_and_logstd that the rollout samples: change both")
@@ -833,12 +838,14 @@ def evaluate(agent, obs_rms, args, run_name, episodes, seed, checkpoint=None):
 def parse_args(argv=None):
     """Args from the command line; with --resume or --eval-checkpoint, the saved run's args are the defaults."""
     args = tyro.cli(Args, args=argv)
+    computed = ("batch_size", "minibatch_size", "num_iterations")  # the Args "to be filled in runtime"
     if args.resume and args.eval_checkpoint:
         raise UserError("give --resume or --eval-checkpoint, not both")
     checkpoint = None
     if args.resume or args.eval_checkpoint:
         checkpoint = load_checkpoint(args.resume or args.eval_checkpoint)
-        saved = {f.name: checkpoint["args"][f.name] for f in fields(Args) if f.name in checkpoint["args"]}
+        saved = {f.name: checkpoint["args"][f.name] for f in fields(Args)
+                 if f.name in checkpoint["args"] and f.name not in computed}
         saved.update(resume=args.resume, eval_checkpoint=args.eval_checkpoint)
         if args.eval_checkpoint:  # how the run was trained, yes; how it was watched, no
             saved.update(eval_episodes=Args.eval_episodes, capture_video=False, track=False)
@@ -851,6 +858,7 @@ def parse_args(argv=None):
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "torch_threads"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    given = [getattr(args, name) for name in computed]  # the reference overwrites them without a word
     args.batch_size = int(args.num_envs * args.num_steps)
     if args.batch_size % args.num_minibatches:
         raise UserError(f"--num-minibatches {args.num_minibatches} does not divide the batch of {args.batch_size} "
@@ -860,11 +868,15 @@ def parse_args(argv=None):
         raise UserError(f"--total-timesteps {args.total_timesteps} is less than one batch of {args.batch_size} "
                         "steps (num_envs x num_steps)")
     args.num_iterations = args.total_timesteps // args.batch_size
-    target_kl = 1 if args.target_kl is None else args.target_kl
+    for name, value, source in zip(computed, given, ("--num-envs x --num-steps", "the batch / --num-minibatches",
+                                                     "--total-timesteps / the batch")):
+        if value not in (0, getattr(args, name)):
+            raise UserError(f"--{name.replace('_', '-')} {value} cannot be set: it is {source}, "
+                            f"{getattr(args, name)} here")
     for name, value, open_low in (("rpo-alpha", args.rpo_alpha, False), ("clip-coef", args.clip_coef, False),
                                   ("vf-coef", args.vf_coef, False), ("learning-rate", args.learning_rate, True),
-                                  ("max-grad-norm", args.max_grad_norm, True), ("target-kl", target_kl, True)):
-        if value < 0 or (open_low and value == 0) or not math.isfinite(value):
+                                  ("max-grad-norm", args.max_grad_norm, True), ("target-kl", args.target_kl, True)):
+        if value is not None and (value < 0 or (open_low and value == 0) or not math.isfinite(value)):
             raise UserError(f"--{name} must be {'>' if open_low else '>='} 0, got {value}")
     least = 1 if args.eval_checkpoint else 0
     if args.eval_episodes < least:
@@ -883,6 +895,10 @@ def main(argv=None):
         torch.set_num_threads(args.torch_threads)
         if args.capture_video:
             use_headless_rendering()
+        if args.resume and checkpoint["iteration"] >= args.num_iterations:  # nothing to add: not logged again
+            print(f"{checkpoint['run_name']} has trained its {checkpoint['global_step']} steps; give a larger "
+                  "--total-timesteps to train it further")
+            return 0
         if not args.eval_checkpoint:
             return train(args, checkpoint if args.resume else None)
         evaluate(None, checkpoint["obs_rms"], args, checkpoint["run_name"], args.eval_episodes, args.seed, checkpoint)

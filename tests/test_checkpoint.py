@@ -179,6 +179,19 @@ def test_resume_keeps_the_batch_shape_and_takes_the_given_learning_rate(workdir,
     assert [(s, round(v, 6)) for s, v in logged["charts/learning_rate"]] == [(512, 0.0003), (1024, 0.001)]
 
 
+def test_resuming_a_finished_run_says_so_and_writes_nothing(workdir, small_checkpoint):
+    import shutil
+    run = os.path.join(workdir, "runs", os.path.basename(os.path.dirname(small_checkpoint)))
+    shutil.copytree(os.path.dirname(small_checkpoint), run)
+    before = {f: os.path.getsize(os.path.join(run, f)) for f in os.listdir(run)}
+    path = os.path.join(os.path.relpath(run, workdir), os.path.basename(small_checkpoint))
+    proc = run_trainer(workdir, "--resume", path, "--eval-episodes", "2")
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines() == [
+        f"{os.path.basename(run)} has trained its 512 steps; give a larger --total-timesteps to train it further"]
+    # no second evaluation, no second event file
+    assert {f: os.path.getsize(os.path.join(run, f)) for f in os.listdir(run)} == before
+
+
 def test_load_policy_rejects_a_wrong_observation_shape(small_checkpoint):
     act = rpo.load_policy(small_checkpoint)
     assert act(np.zeros(4)).shape == (1,)

@@ -115,6 +115,11 @@ BAD_INPUTS = [
     (["--env-id", "Pendulum-v1", "--vf-coef", "-1"], "--vf-coef must be >= 0, got -1.0"),
     (["--env-id", "Pendulum-v1", "--max-grad-norm", "0"], "--max-grad-norm must be > 0, got 0.0"),
     (["--env-id", "Pendulum-v1", "--target-kl", "0"], "--target-kl must be > 0, got 0.0"),
+    # the reference accepts these and overwrites them without a word
+    (["--env-id", "Pendulum-v1", "--batch-size", "4096"], "--batch-size 4096 cannot be set: it is --num-envs x "
+                                                           "--num-steps, 2048 here"),
+    (["--env-id", "Pendulum-v1", "--num-iterations", "5", "--total-timesteps", "4096"],
+     "--num-iterations 5 cannot be set: it is --total-timesteps / the batch, 2 here"),
 ]
 
 
