@@ -1,8 +1,9 @@
-"""benchmark/report.py's statistics, its episodes CSV and benchmark/published.csv, with known answers.
+"""benchmark/report.py's statistics, its episodes CSV, its scores and σ at budgets (--at) and
+benchmark/published.csv, with known answers.
 
 No training: run directories are written by hand with TensorBoard's SummaryWriter, as the
 trainer writes them (charts/episodic_return and charts/episodic_length at the step an
-episode ended, env_id and DONE beside them).
+episode ended, charts/action_std at the end of every iteration, env_id and DONE beside them).
 """
 
 import csv
@@ -28,18 +29,29 @@ import score  # noqa: E402
 
 
 def run_report(*args):
-    return subprocess.run([sys.executable, str(REPORT), *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, str(REPORT), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-def write_run(root, env, alpha, seed, returns, episode_length=200, done=True):
-    """A sweep.sh run directory whose episodes end every episode_length steps with these returns."""
+def main_exit(capsys, *args):
+    """report.main(args) in this process, which must exit: its exit code and stderr, as run_report gives them."""
+    with pytest.raises(SystemExit) as exit:
+        report.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, exit.value.code, "", capsys.readouterr().err)
+
+
+def write_run(root, env, alpha, seed, returns, episode_length=200, done=True, steps=None, other=()):
+    """A sweep.sh run directory whose episodes end every episode_length steps (or at `steps`) with these returns;
+    other: more (tag, step, value) points to log beside them."""
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = root / f"{env.replace('/', '-')}__alpha{alpha}__seed{seed}"
     writer = SummaryWriter(str(run_dir / "runs" / f"{env}__rpo_continuous_action__{seed}__1"))
-    for i, value in enumerate(returns, start=1):
-        writer.add_scalar("charts/episodic_return", value, i * episode_length)
-        writer.add_scalar("charts/episodic_length", episode_length, i * episode_length)
+    steps = steps or [i * episode_length for i in range(1, len(returns) + 1)]
+    for step, value in zip(steps, returns, strict=True):
+        writer.add_scalar("charts/episodic_return", value, step)
+        writer.add_scalar("charts/episodic_length", episode_length, step)
+    for tag, step, value in other:
+        writer.add_scalar(tag, value, step)
     writer.close()
     (run_dir / "env_id").write_text(env + "\n")
     if done:
@@ -58,8 +70,8 @@ def write_csv(path, runs):
 
 
 def estimate(cell):
-    """'12.34 [10.00, 15.00]' -> (12.34, 10.0, 15.0)."""
-    m = re.fullmatch(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\].*", cell)
+    """'12.34 [10.00, 15.00]' or '12.34 [10.00, 15.00] (3 of 4 runs)' -> (12.34, 10.0, 15.0)."""
+    m = re.match(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", cell)
     assert m, cell
     return tuple(float(g) for g in m.groups())
 
@@ -125,21 +137,22 @@ def test_short_steps_names_the_budget():
 
 # ------------------------------------------------------------------------------- report from a CSV
 SWINGUP = "dm_control/pendulum-swingup-v0"
+# the synthetic report's final return of each run, per env and alpha
+FINALS = {
+    (SWINGUP, "0"): [100.0, 200.0, 300.0, 400.0],
+    (SWINGUP, "0.5"): [500.0, 600.0, 700.0, 800.0],
+    ("Pendulum-v1", "0"): [-1241.0, -620.5, -310.25, -310.25],
+    ("Pendulum-v1", "0.5"): [-620.5, -310.25, -1241.0, 0.0],
+    ("Hopper-v4", "0"): [1000.0, 2000.0],
+}
 
 
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory):
     """A report of a hand-made CSV whose answers are known: every run scores one value throughout."""
     root = tmp_path_factory.mktemp("synthetic")
-    finals = [
-        (SWINGUP, "0", [100.0, 200.0, 300.0, 400.0]),
-        (SWINGUP, "0.5", [500.0, 600.0, 700.0, 800.0]),
-        ("Pendulum-v1", "0", [-1241.0, -620.5, -310.25, -310.25]),
-        ("Pendulum-v1", "0.5", [-620.5, -310.25, -1241.0, 0.0]),
-        ("Hopper-v4", "0", [1000.0, 2000.0]),
-    ]
     runs = {}
-    for env, alpha, values in finals:
+    for (env, alpha), values in FINALS.items():
         for seed, value in enumerate(values, start=1):
             # 12 episodes: the first 2 (outside the last 10) must not count
             runs[env, alpha, seed] = [-5000.0, -5000.0] + [value] * 10
@@ -162,31 +175,26 @@ def test_per_env_iqm_and_mean_by_hand(synthetic_report):
     assert rows["Hopper-v4", "PPO (α=0)"][0] == "2"
 
 
-def pendulum(r):
-    """Pendulum-v1's normalized score: random play -1241 .. best published mean -151.08 (benchmark/score.py)."""
-    return (r + 1241) / (1241 - 151.08)
-
-
 def test_aggregate_is_over_normalized_scores_by_hand(synthetic_report):
     rows = table(synthetic_report, ["", "envs", "runs"])
-    # PPO: dm_control / 1000 -> 0.1 0.2 0.3 0.4; Pendulum -> 0, p(-620.5), p(-310.25) twice; Hopper-v4
-    # [17.7, 2761.77] -> two more: IQM of the 10 pooled = the middle 6 (int(2.5) = 2 cut from each end)
+    # each env's finals on its range (test_score_ranges_follow_one_rule checks the ranges)
+    ppo, rpo = ([score.normalized(env, values) for (env, a), values in FINALS.items() if a == alpha] for alpha in ("0", "0.5"))
+    # PPO: 4 dm_control, 4 Pendulum and 2 Hopper-v4 runs pooled, the IQM of the 10 = the middle 6 (int(2.5) = 2 cut
+    # from each end); the mean: of the 3 envs' means
     envs, runs, iqm, mean = rows["PPO (α=0)"]
     assert (envs, runs) == ("3", "10")
-    ppo = sorted([0.1, 0.2, 0.3, 0.4, 0.0, pendulum(-620.5), pendulum(-310.25), pendulum(-310.25),
-                  (1000 - 17.7) / (2761.77 - 17.7), (2000 - 17.7) / (2761.77 - 17.7)])
-    assert estimate(iqm)[0] == pytest.approx(np.mean(ppo[2:8]), abs=5e-4)
-    hopper = np.mean([(1000 - 17.7) / (2761.77 - 17.7), (2000 - 17.7) / (2761.77 - 17.7)])
-    pend = np.mean([0.0, pendulum(-620.5), pendulum(-310.25), pendulum(-310.25)])
-    assert estimate(mean)[0] == pytest.approx((0.25 + pend + hopper) / 3, abs=5e-4)
-    # RPO: 0.5 0.6 0.7 0.8 and p(-620.5) p(-310.25) 0 p(0) -> pooled, the middle 4
-    rpo = sorted([0.5, 0.6, 0.7, 0.8, pendulum(-620.5), pendulum(-310.25), 0.0, pendulum(0.0)])
-    assert estimate(rows["RPO α=0.5"][2])[0] == pytest.approx(np.mean(rpo[2:6]), abs=1e-3)
+    assert estimate(iqm)[0] == pytest.approx(np.mean(np.sort(np.concatenate(ppo))[2:8]), abs=5e-4)
+    assert estimate(mean)[0] == pytest.approx(np.mean([env.mean() for env in ppo]), abs=5e-4)
+    # RPO: 4 dm_control and 4 Pendulum runs pooled, the middle 4
+    assert estimate(rows["RPO α=0.5"][2])[0] == pytest.approx(np.mean(np.sort(np.concatenate(rpo))[2:6]), abs=1e-3)
     for cell in rows["PPO (α=0)"][2:] + rows["RPO α=0.5"][2:]:
         point, low, high = estimate(cell)
         assert low <= point <= high
-    assert "Pendulum-v1 [-1241, -151.08]" in synthetic_report and f"{SWINGUP} [0, 1000]" in synthetic_report
-    assert "Hopper-v4 [17.7, 2761.77]" in synthetic_report and "Left out" not in synthetic_report
+    # the report names each env's range, as score_range has it
+    for env in (SWINGUP, "Pendulum-v1", "Hopper-v4"):
+        low, high, _ = score.score_range(env)
+        assert f"{env} [{low:g}, {high:g}]" in synthetic_report
+    assert "Left out" not in synthetic_report
 
 
 def test_an_env_without_a_range_is_left_out_of_the_aggregates(tmp_path):
@@ -243,9 +251,9 @@ def test_three_alphas_compare_every_pair_beside_the_published_ones(tmp_path):
     # 0.01's -3.5, -3, -2.5 beat each of 0.5's -70, -60, -5 and PPO's -6, -5, -4; 0.5's -5 beats -6 and ties -5
     assert [estimate(cell)[0] for cell in rows["Reacher-v4"]] == [1.0, 1.0, pytest.approx(1 / 9 + 0.5 / 9, abs=0.005)]
     assert rows["mean over envs"][0].endswith("(1 env)")
-    # the aggregate per alpha, on Reacher's range [-43.4, -3.93]
+    # the aggregate per alpha, on Reacher's range: 0.01's runs score -3.5, -3, -2.5, so its IQM is -3's
     agg = table(md, ["", "envs", "runs"])
-    assert estimate(agg["RPO α=0.01"][2])[0] == pytest.approx((-3.0 + 43.4) / (43.4 - 3.93), abs=5e-4)
+    assert estimate(agg["RPO α=0.01"][2])[0] == pytest.approx(score.normalized("Reacher-v4", -3.0), abs=5e-4)
 
 
 def test_published_column_beside_ours(synthetic_report):
@@ -409,9 +417,8 @@ def test_arms_per_env_and_alpha_by_hand(arms_report):
 def test_arms_aggregate_over_cells_by_hand(arms_report):
     _, md = arms_report
     rows = table(md, ["", "cells", "runs", "normalized IQM [95% CI]"])
-    low, high, _ = score.score_range(CHEETAH)
-    cheetah = [(v - low) / (high - low) for v in ARMS["reference-mujoco237"][CHEETAH, "0.01"]]
-    pooled = sorted(cheetah + [pendulum(-200.0), pendulum(-150.0)])  # 7 runs: 1 cut from each end
+    pooled = np.sort(np.concatenate([score.normalized(env, values) for (env, _), values
+                                     in ARMS["reference-mujoco237"].items()]))  # 7 runs: 1 cut from each end
     assert rows["reference-mujoco237"][:2] == ["2", "7"]
     assert estimate(rows["reference-mujoco237"][2])[0] == pytest.approx(np.mean(pooled[1:6]), abs=5e-4)
     assert rows["reference-mujoco237"][4] == "—"
@@ -453,6 +460,149 @@ def test_above_in_a_sweep_report(tmp_path):
     assert "(`--above -160`)" in md
 
 
+# ------------------------------------------------------------------------------- scores and σ at budgets (--at)
+WALKER = "dm_control/walker-walk-v0"
+# Per alpha and seed: (the return of every episode that ends by step 1000, of every later one, the last episode's
+# step). An episode ends every 100 steps, and RPO's seed 3 has one more at 1980 (99% of 2000: it reached 2000),
+# seed 4 none after 1500 (it did not). The last 10 episodes by step 1000 are the first 10, by 2000 all later ones.
+BUDGET_RUNS = {
+    ("0", 1): (10.0, 100.0, 2000), ("0", 2): (20.0, 200.0, 2000), ("0", 3): (30.0, 300.0, 2000),
+    ("0.5", 1): (15.0, 250.0, 2000), ("0.5", 2): (25.0, 150.0, 2000), ("0.5", 3): (35.0, 400.0, 1980),
+    ("0.5", 4): (45.0, 500.0, 1500),
+}
+ITERATION = 250  # σ is logged every 250 steps, the last time at or before the run's last episode
+
+
+def episodes(alpha, seed):
+    early, late, end = BUDGET_RUNS[alpha, seed]
+    steps = [*range(100, end + 1, 100)] if end % 100 == 0 else [*range(100, end, 100), end]
+    return [(step, early if step <= 1000 else late) for step in steps]
+
+
+def sigma(alpha, seed, step):
+    """PPO's σ shrinks, faster for a higher seed; RPO's grows."""
+    return 1 - seed * step / 10_000 if alpha == "0" else 1 + seed * step / 10_000
+
+
+def sigmas(alpha, seed):
+    end = BUDGET_RUNS[alpha, seed][2]
+    return [(step, sigma(alpha, seed, step)) for step in range(ITERATION, end + 1, ITERATION)]
+
+
+@pytest.fixture(scope="module")
+def budget_sweep(tmp_path_factory):
+    """BUDGET_RUNS as sweep.sh's run directories; their report with --at (budgets given out of order, in both
+    notations) and its export; then the report made from the export alone."""
+    root = tmp_path_factory.mktemp("budgets")
+    for alpha, seed in BUDGET_RUNS:
+        steps, returns = zip(*episodes(alpha, seed))
+        other = [(tag, step, value) for step, s in sigmas(alpha, seed)
+                 for tag, value in (("charts/action_std", s), ("losses/entropy", -s))]  # other tags are left alone
+        write_run(root / "runs", WALKER, alpha, seed, returns, episode_length=100, steps=steps, other=other)
+    at = ("--at", "3k,1000, 2k,50")
+    export = root / "export" / "episodes.csv.gz"
+    made = run_report(root / "runs", "--out", root / "from_dirs", "--export", export, *at)
+    assert made.returncode == 0, made.stderr
+    rebuilt = run_report(export, "--out", root / "from_csv", *at)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    return root, made.stdout, (root / "from_dirs" / "results.md").read_text()
+
+
+def test_scores_at_budgets_by_hand(budget_sweep):
+    _, _, md = budget_sweep
+    rows = table(md, ["", "steps", "PPO (α=0): IQM [95% CI]", "RPO α=0.5: IQM [95% CI]", "P(RPO α=0.5 > PPO) [95% CI]"],
+                 labels=2)
+    assert list(rows) == [(WALKER, "50"), (WALKER, "1k"), (WALKER, "2k"), (WALKER, "3k")]  # sorted, as --at writes them
+    # step 50: every run reached it, but none had an episode by then
+    assert rows[WALKER, "50"] == ["n/a (0 of 3 runs)", "n/a (0 of 4 runs)", "—"]
+    # 1k: the mean of the first 10 episodes. PPO 10, 20, 30: the IQM of 3 runs cuts none (int(0.75) = 0);
+    # RPO 15, 25, 35, 45: of 4 one from each end, (25 + 35) / 2
+    ppo, rpo, p = rows[WALKER, "1k"]
+    assert estimate(ppo)[0] == 20.0 and estimate(rpo)[0] == 30.0
+    assert "of" not in ppo + rpo  # every run counts
+    # P(RPO > PPO): 15 beats 10; 25 beats 10, 20; 35 and 45 beat all three: 9 of 12 pairs
+    assert estimate(p)[0] == 0.75
+    # 2k: the episodes after step 1000. RPO's seed 3 ended at 1980, 99% of 2000: it counts; seed 4 at 1500 does not.
+    ppo, rpo, p = rows[WALKER, "2k"]
+    assert estimate(ppo)[0] == 200.0
+    assert estimate(rpo)[0] == pytest.approx((250 + 150 + 400) / 3, abs=0.005) and rpo.endswith(" (3 of 4 runs)")
+    # RPO 250, 150, 400 against PPO 100, 200, 300: 250 beats 2, 150 beats 1, 400 beats 3: 6 of 9 pairs
+    assert estimate(p)[0] == pytest.approx(6 / 9, abs=0.005)
+    for cell in (ppo, rpo, p):
+        point, low, high = estimate(cell)
+        assert low <= point <= high
+    # 3k: no run went that far
+    assert rows[WALKER, "3k"] == ["n/a (0 of 3 runs)", "n/a (0 of 4 runs)", "—"]
+    # the flag is named, in one notation, so that the report can be rebuilt
+    assert "(`--at 50,1k,2k,3k`)" in md
+
+
+def test_sigma_at_budgets_by_hand(budget_sweep):
+    root, _, md = budget_sweep
+    rows = table(md, ["", "steps", "PPO (α=0)", "RPO α=0.5"], labels=2)
+    # the last σ logged at or before 1000 is 1000's: PPO 1 - 0.1 s for seeds 1-3, RPO 1 + 0.1 s for seeds 1-4
+    assert rows[WALKER, "1k"] == ["0.800 (0.700–0.900)", "1.250 (1.100–1.400)"]  # RPO: median (1.2 + 1.3) / 2
+    # at 2000, 2000's: PPO 0.8, 0.6, 0.4; RPO 1.2, 1.4 and seed 3's last, 1750's: 1 + 3 * 0.175 = 1.525.
+    # RPO's seed 4 (ended at 1500) did not reach 2000.
+    assert rows[WALKER, "2k"] == ["0.600 (0.400–0.800)", "1.400 (1.200–1.525) (3 of 4 runs)"]
+    assert rows[WALKER, "50"] == ["n/a (0 of 3 runs)", "n/a (0 of 4 runs)"]  # nothing logged yet
+    assert rows[WALKER, "3k"] == ["n/a (0 of 3 runs)", "n/a (0 of 4 runs)"]
+    assert "![policy σ](action_std.png)" in md
+    assert (root / "from_dirs" / "action_std.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_from_the_export_is_byte_for_byte(budget_sweep):
+    root, stdout, md = budget_sweep
+    export = root / "export"
+    assert f"and their σ to {export / 'episodes.action_std.csv.gz'}" in stdout
+    assert (root / "from_csv" / "results.md").read_text() == md
+    assert (root / "from_csv" / "action_std.png").is_file()
+    # the σ file: one row per logged point, runs in the episodes' order, exact decimals of the logged float32
+    with gzip.open(export / "episodes.action_std.csv.gz", "rt") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["env_id", "rpo_alpha", "seed", "global_step", "action_std"]
+    assert rows[1] == [WALKER, "0", "1", "250", repr(float(np.float32(sigma("0", 1, 250))))]
+    assert len(rows) == 1 + sum(len(sigmas(alpha, seed)) for alpha, seed in BUDGET_RUNS)
+    assert rows[-1][:4] == [WALKER, "0.5", "4", "1500"]
+    # exported again from the export: the same bytes, both files
+    again = root / "again" / "episodes.csv.gz"
+    assert report.main([str(export / "episodes.csv.gz"), "--export", str(again)]) == 0
+    for name in ("episodes.csv.gz", "episodes.action_std.csv.gz"):
+        assert (again.parent / name).read_bytes() == (export / name).read_bytes()
+
+
+def test_without_sigma_file_or_at_the_report_is_as_before(budget_sweep, tmp_path):
+    # an episodes CSV alone (as every study committed before σ was exported) gives no σ section and no plot,
+    # and without --at no budgets: what was committed rebuilds unchanged
+    root, _, _ = budget_sweep
+    csv_only = tmp_path / "episodes.csv.gz"
+    csv_only.write_bytes((root / "export" / "episodes.csv.gz").read_bytes())
+    assert report.main([str(csv_only), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert "σ" not in md and "## Scores at budgets" not in md and "--at" not in md
+    assert not (tmp_path / "r" / "action_std.png").exists()
+    # an export of runs without σ leaves no stale σ file beside it
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "episodes.action_std.csv.gz").write_bytes(b"stale")
+    assert report.main([str(csv_only), "--export", str(tmp_path / "out" / "episodes.csv.gz")]) == 0
+    assert not (tmp_path / "out" / "episodes.action_std.csv.gz").exists()
+
+
+def test_a_run_of_the_trainer_reaches_its_budget():
+    # 8M steps in batches of 2048 are 7,999,488; walker-walk's last episode (1000 steps each) ends at 7,999,000
+    steps = np.arange(1000, 7_999_001, 1000)
+    run = score.make_run(1, steps, np.ones(len(steps)), np.full(len(steps), 1000), finished=True)
+    assert score.reached(run, 8_000_000) and score.score_at_budget(run, 8_000_000) == 1.0
+    short = score.make_run(1, steps[:7_919], np.ones(7_919), np.full(7_919, 1000), finished=True)  # ends at 7,919,000
+    assert not score.reached(short, 8_000_000) and score.score_at_budget(short, 8_000_000) is None
+
+
+def test_budgets_in_either_notation():
+    assert report.parse_budgets("8M, 1M,2.5M,1000000,500k") == [500_000, 1_000_000, 2_500_000, 8_000_000]
+    assert [report.budget_text(s) for s in (500_000, 1_000_000, 2_500_000, 8_000_000, 999_424, 50)] == [
+        "500k", "1M", "2.5M", "8M", "999.424k", "50"]
+
+
 # ------------------------------------------------------------------------------- bad input
 def one_line_error(result, message):
     assert result.returncode == 2, result.stdout + result.stderr
@@ -489,10 +639,7 @@ def test_nothing_to_do_and_unknown_flags_are_one_line(tmp_path):
 
 def test_arms_bad_input_is_one_line(tmp_path, capsys):
     def fails(*args):
-        with pytest.raises(SystemExit) as exit:
-            report.main([str(a) for a in args])
-        err = capsys.readouterr().err
-        return subprocess.CompletedProcess(args, exit.value.code, "", err)
+        return main_exit(capsys, *args)
 
     for arm in ("a", "b"):
         write_csv(tmp_path / f"{arm}.csv", {("Pendulum-v1", "0", 1): [-5.0]})
@@ -513,6 +660,35 @@ def test_arms_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     with pytest.raises(report.BadInput, match="holds 2 arms"):
         report.load_csv(tmp_path / "ab.csv")
+
+
+def test_bad_budgets_are_one_line(budget_sweep, tmp_path, capsys):
+    root, _, _ = budget_sweep
+    export = root / "export" / "episodes.csv.gz"
+    one_line_error(run_report(export, "--at", "1M,lots", "--out", tmp_path / "r"),
+                   "argument --at: expected whole step counts")
+    for bad in ("", "0", "-1M", "1.5", "nan", "inf", "1M,,2M", "M", "2 M M"):
+        one_line_error(main_exit(capsys, export, "--at", bad, "--out", tmp_path / "r"), "argument --at")
+    # a comparison of arms has no budgets
+    one_line_error(main_exit(capsys, "--arms", f"a={export}", f"b={export}", "--at", "1k", "--out", tmp_path / "r"),
+                   "--at is for one sweep's report")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_sigma_file_is_one_line(budget_sweep, tmp_path, capsys):
+    root, _, _ = budget_sweep
+    export = tmp_path / "episodes.csv"
+    with gzip.open(root / "export" / "episodes.csv.gz", "rt") as f:
+        export.write_text(f.read())
+    std = tmp_path / "episodes.action_std.csv"
+    for text, message in (
+            ("env_id,rpo_alpha,seed,global_step,action_std\nHopper-v4,0,1,2048,0.5\n",
+             "holds the σ of runs that episodes.csv has no episodes of, e.g. Hopper-v4 α=0 seed 1"),
+            (f"env_id,rpo_alpha,seed,global_step,action_std\n{WALKER},0,1,2048,wide\n",
+             "episodes.action_std.csv, line 2: not a number"),
+            ("env_id,seed\n", "missing column(s) rpo_alpha, global_step, action_std")):
+        std.write_text(text)
+        one_line_error(main_exit(capsys, export, "--out", tmp_path / "r"), message)
 
 
 # ------------------------------------------------------------------------------- published.csv
