@@ -41,7 +41,7 @@ import pytest
 
 import rpo_continuous_action as rpo
 from conftest import ROOT as _ROOT
-from conftest import clean_env
+from conftest import clean_env, run_dirs, scalars
 
 ROOT = Path(_ROOT)
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
@@ -448,13 +448,20 @@ def test_quick_start_trains_evaluates_and_resumes(quick_start):
 def test_the_install_and_train_line_trains(tmp_path):
     [line] = [c for c in readme_section("Install and train") if "--env-id" in c.args]
     run_for_real(line, tmp_path, TINY_TRAIN)
+    args, _ = rpo.parse_args([*line.args, *TINY_TRAIN])  # what the run was asked for: its env, seed and batches
+    [run] = run_dirs(str(tmp_path))
+    assert os.path.relpath(run, tmp_path).startswith(os.path.join("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__"))
+    # one update per batch of the tiny budget
+    assert [s for s, _ in scalars(run)["losses/value_loss"]] == list(
+        range(args.batch_size, args.total_timesteps + 1, args.batch_size))
 
 
 def test_the_readme_test_command_is_the_one_ci_runs():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
     [command] = [line for line in section.splitlines() if "-m pytest" in line]
-    assert command in (ROOT / ".ci" / "run").read_text().splitlines(), command
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in ci or f"({command})" in ci, command  # alone, or alone in a subshell
 
 
 STUDY_TEMPLATE = ["Question", "Command", "Setup", "Table", "Figure", "Findings", "Limits", "Data"]

@@ -7,9 +7,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import FAST, IMPORT_REFERENCE, ROOT, TRAINER, clean_env, run_dirs, scalars
+
+if sys.version_info >= (3, 12):  # the venv is made with this python
+    pytest.skip(f"mujoco 2.3.7 (the published simulator) has no wheel for Python {sys.version_info.major}."
+                f"{sys.version_info.minor}, only for 3.8 to 3.11: run these tests with Python 3.11",
+                allow_module_level=True)
 
 FLAGS = ["--env-id", "HalfCheetah-v4", "--total-timesteps", "1024", *FAST]
 
@@ -43,7 +49,15 @@ def test_trains_on_the_published_simulator(published_python, tmp_path):
     assert ours_version.startswith("3.")
     [(_, published_return)], [(_, ours_return)] = logged["charts/episodic_return"], ours["charts/episodic_return"]
     assert published_return != ours_return
-    assert abs(published_return - ours_return) < 0.5 * abs(ours_return) + 50  # the same policy, a nearby trajectory
+    # up to the simulator: our env chain on either simulator, the same seed and actions. The reset (the seeded RNG's
+    # noise on the initial state, no physics step yet) gives the network the same first observation, bit for bit,
+    # and the first step the same observation and reward to float32 rounding; the physics then part them.
+    on_published, on_ours = (env_stream(python, OURS_STREAM, ROOT, tmp_path / f"{name}.npz")
+                             for name, python in (("published", published_python), ("ours", sys.executable)))
+    assert np.array_equal(on_published["obs"][0], on_ours["obs"][0])
+    np.testing.assert_allclose(on_published["obs"][1], on_ours["obs"][1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(on_published["rewards"][0], on_ours["rewards"][0], rtol=1e-6)
+    assert not np.array_equal(on_published["obs"], on_ours["obs"])
 
 
 def test_pusher_v4_trains_on_the_published_simulator(published_python, tmp_path):
@@ -81,19 +95,22 @@ np.savez(sys.argv[2], obs=np.array([s[0] for s in steps]), rewards=np.array([s[1
 """
 
 
+def env_stream(python, code, first, path):
+    """Runs code (an `envs` maker) and STEP in python with sys.argv[1] = first: the observations, rewards and dones
+    of 3,000 seeded random actions."""
+    proc = subprocess.run([python, "-c", code + STEP, str(first), str(path)], cwd=path.parent, capture_output=True,
+                          text=True, timeout=300)  # cwd: mujoco 3 writes its MUJOCO_LOG.TXT there
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(path)
+
+
 def test_the_network_sees_what_the_references_envs_give_it(published_python, reference, tmp_path):
     """On the published simulator, ours and the reference's wrapper chain (gymnasium 0.29's per-env normalizers)
     give the network the same observations and rewards for the same actions, bit for bit, over 3,000 steps and
     3 time limits: the first observation alone differs, by rounding, as 0.29 starts its statistics in float64."""
-    import numpy as np
-
     python, script = reference
-    sides = (("theirs", python, REFERENCE_STREAM, script), ("ours", published_python, OURS_STREAM, ROOT))
-    for name, runner, code, first in sides:
-        proc = subprocess.run([runner, "-c", code + STEP, first, str(tmp_path / f"{name}.npz")],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs, ours = np.load(tmp_path / "theirs.npz"), np.load(tmp_path / "ours.npz")
+    theirs = env_stream(python, REFERENCE_STREAM, script, tmp_path / "theirs.npz")
+    ours = env_stream(published_python, OURS_STREAM, ROOT, tmp_path / "ours.npz")
     assert theirs["dones"].sum() == 3 and np.array_equal(theirs["dones"], ours["dones"])
     assert np.array_equal(theirs["rewards"], ours["rewards"])
     fed = theirs["obs"].astype(np.float32)  # the reference's torch.Tensor(next_obs)

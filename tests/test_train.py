@@ -162,10 +162,17 @@ def test_missing_package_names_what_to_install(workdir, missing, flags, message)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without a GPU")
-def test_cuda_flag_without_gpu_runs_on_cpu(workdir):
-    run_trainer(workdir, "--env-id", "Pendulum-v1", "--cuda", "--total-timesteps", "512", *FAST)
-    [run] = run_dirs(workdir)
-    assert len(scalars(run)["losses/value_loss"]) == 1
+def test_cuda_flag_without_gpu_runs_on_cpu(tmp_path):
+    """--cuda (the default) on a machine without a GPU trains on the CPU: the run is --no-cuda's, bit for bit."""
+    batch = FAST[FAST.index("--num-steps") + 1]  # one iteration
+    runs = {}
+    for flag in ("--cuda", "--no-cuda"):
+        (tmp_path / flag).mkdir()
+        run_trainer(str(tmp_path / flag), "--env-id", "Pendulum-v1", flag, "--total-timesteps", batch, *FAST)
+        [run] = run_dirs(str(tmp_path / flag))
+        runs[flag] = {tag: values for tag, values in scalars(run).items() if tag != "charts/SPS"}
+    assert [s for s, _ in runs["--cuda"]["losses/value_loss"]] == [int(batch)]
+    assert runs["--cuda"] == runs["--no-cuda"]  # every (step, value) of every tag but the speed
 
 
 def test_nan_loss_stops_with_the_iteration(workdir):
