@@ -13,6 +13,10 @@
 # The wheel declares Python < 3.11 and pulls in the rest of CleanRL's dependencies, so it is not installed:
 # pip downloads it alone (its hash is checked) and the script is taken out of it. Rerunning checks the
 # venv and the script's hash, and redoes only what is missing or different.
+#
+# Exit status: 0 built (or already there); 3 the package index cannot be reached (offline: the parity tests
+# skip); 1 anything else, e.g. a failed install or a hash that does not match (the parity tests fail); 2 bad
+# usage. The last line on stderr says why.
 set -euo pipefail
 
 WHEEL_REQUIREMENT="cleanrl==1.2.0 --hash=sha256:002f6dac6cd0efb5889cd9096a252da1b4bc98a8f52ccb1f47a7215c18b30369"
@@ -32,6 +36,31 @@ python=$venv/bin/python
 script=$REF_DIR/rpo_reference.py
 mkdir -p "$REF_DIR"
 
+# pip, its messages passed on, then one line that says why it failed: exit 3 where it could not connect
+# (pip's own messages for that, as it retries), else exit 1.
+CONNECTION_ERRORS='NewConnectionError|NameResolutionError|ConnectTimeoutError|ReadTimeoutError|ProxyError|SSLError|Network is unreachable'
+run_pip() {
+    local log rc=0
+    log=$(mktemp)
+    "$python" -m pip "$@" 2>"$log" || rc=$?
+    cat "$log" >&2
+    if [[ $rc != 0 ]]; then
+        local last connection
+        last=$(grep '^ERROR' "$log" | tail -n 1 || true)
+        connection=$(grep -oE "$CONNECTION_ERRORS" "$log" | tail -n 1 || true)
+        rm -f "$log"
+        # offline: pip found nothing (or could not fetch a file) and said it could not connect; not a retry that
+        # connected in the end and then failed for another reason (a hash that does not match, ...)
+        if [[ -n $connection && ($last =~ $CONNECTION_ERRORS || $last == *"No matching distribution found"*) ]]; then
+            echo "reference.sh: error: cannot reach the package index (pip $1: $connection)" >&2
+            exit 3
+        fi
+        echo "reference.sh: error: pip $1 failed with status $rc: ${last:-see its messages above}" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
 # What the script imports (argparse and distutils' strtobool; setuptools provides distutils on Python 3.12+)
 # and the stack it runs on.
 check_venv='import distutils.util, gymnasium, mujoco, numpy, torch, torch.utils.tensorboard
@@ -41,8 +70,8 @@ if ! "$python" -c "$check_venv" 2>/dev/null; then
     command -v "$PYTHON3" >/dev/null || { echo "reference.sh: error: no $PYTHON3 to make the venv with (set PYTHON3)" >&2; exit 2; }
     echo "building the reference's venv in $venv"
     "$PYTHON3" -m venv "$venv"
-    "$python" -m pip install -q torch==2.13.0
-    "$python" -m pip install -q "gymnasium[mujoco]==0.29.1" "mujoco==2.3.7" "numpy<2" tensorboard setuptools
+    run_pip install -q torch==2.13.0
+    run_pip install -q "gymnasium[mujoco]==0.29.1" "mujoco==2.3.7" "numpy<2" tensorboard setuptools
     "$python" -c "$check_venv"
 fi
 
@@ -52,7 +81,7 @@ if [[ ! -f $script || $(sha256 "$script") != "$SCRIPT_SHA256" ]]; then
     mkdir -p "$wheels"
     echo "$WHEEL_REQUIREMENT" >"$wheels/requirements.txt"
     # --python-version: the wheel's Requires-Python is < 3.11, whatever python runs pip
-    "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.9 --require-hashes \
+    run_pip download -q --no-deps --only-binary=:all: --python-version 3.9 --require-hashes \
         -r "$wheels/requirements.txt" -d "$wheels"
     "$python" - "$wheels/cleanrl-1.2.0-py3-none-any.whl" "$WHEEL_MEMBER" "$script.part" <<'EOF'
 import sys, zipfile

@@ -133,8 +133,15 @@ def trainer_runs(env_id, iterations, copies, extra, python=sys.executable, scrip
     return rates, peak_mib
 
 
-def main():
+def fail(message):
+    """Bad input: one line on stderr, exit 2."""
+    print(f"speed.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = fail  # one line, not argparse's usage block
     parser.add_argument("--env-id", default="Hopper-v4")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--ceiling-steps", type=int, default=20000)
@@ -144,7 +151,17 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ref-dir", default=os.environ.get("REF_DIR", "/tmp/rpo-reference"))
     parser.add_argument("extra", nargs="*", help="trainer flags, after --")
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
+    # --iterations: the first is warm-up and not measured, so a rate needs two
+    for name, least in (("iterations", 2), ("ceiling_steps", 1), ("repeats", 1)):
+        if getattr(opts, name) < least:
+            fail(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(opts, name)}")
+    if opts.extra:
+        from tune_flags import trainer_refuses  # the trainer's own parser, its message in one line
+
+        why = trainer_refuses(["--env-id", opts.env_id, *opts.extra])
+        if why:
+            fail(f"the trainer refuses {' '.join(opts.extra)}: {why}")
     ref_python, adapter, ref_env = reference(opts.ref_dir)
     ref_built = os.path.exists(ref_python) and os.path.exists(ref_env["RPO_REFERENCE"])
     if opts.against_reference and not ref_built:  # before minutes of measuring
@@ -153,8 +170,11 @@ def main():
     import torch
 
     torch.set_num_threads(1)
-    limit = ceiling(opts.env_id, opts.ceiling_steps)
-    sps, phases, batch = profile_training(opts.env_id, opts.iterations, opts.extra)
+    try:
+        limit = ceiling(opts.env_id, opts.ceiling_steps)
+        sps, phases, batch = profile_training(opts.env_id, opts.iterations, opts.extra)
+    except rpo.UserError as e:  # e.g. an env id gymnasium does not know
+        fail(str(e).splitlines()[0])
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {opts.env_id}")
     print(f"ceiling (env stepped alone): {limit:8.0f} steps/s")
     print(f"trainer:                     {sps:8.0f} steps/s  ({sps / limit:.0%} of the ceiling)")
@@ -190,7 +210,8 @@ def main():
         if ref_built:
             line += f", reference {peak(ref_python, adapter, ref_env):.0f} MiB"
         print(line)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -150,13 +150,15 @@ done
 read -r -d '' -a env_list <<<"$env_ids" || true
 read -r -d '' -a alpha_list <<<"$alphas" || true
 [[ ${#env_list[@]} -gt 0 ]] || die "no env ids given (--env-ids \"Pendulum-v1 Hopper-v4\")"
-[[ $seeds =~ ^[0-9]+$ ]] && ((seeds >= 1)) || die "--seeds must be an integer >= 1, got '$seeds'"
+# 10#: a leading zero would make bash read 010 as octal (8) and 08 as an error
+[[ $seeds =~ ^[0-9]+$ ]] && seeds=$((10#$seeds)) && ((seeds >= 1)) || die "--seeds must be an integer >= 1, got '$seeds'"
 [[ ${#alpha_list[@]} -gt 0 ]] || die "no alphas given (--alphas \"0.5 0\")"
 for a in "${alpha_list[@]}"; do
     [[ $a =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || die "--alphas must be numbers >= 0, got '$a'"
 done
 if [[ -n $workers ]]; then
-    [[ $workers =~ ^[0-9]+$ ]] && ((workers >= 1)) || die "--workers must be an integer >= 1, got '$workers'"
+    [[ $workers =~ ^[0-9]+$ ]] && workers=$((10#$workers)) && ((workers >= 1)) ||
+        die "--workers must be an integer >= 1, got '$workers'"
 fi
 if [[ -n $slurm ]]; then
     command -v sbatch >/dev/null || die "--slurm given but sbatch is not on PATH"

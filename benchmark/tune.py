@@ -38,7 +38,9 @@ from optuna.trial import TrialState
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 import score  # noqa: E402
-from tune_flags import UserError, param_flags, parse_enqueue, parse_fixed, parse_params, trainer_refuses  # noqa
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402  (optuna's SQLite storage)
+from tune_flags import (Parser, UserError, check_counts, param_flags, parse_enqueue, parse_fixed,  # noqa: E402
+                        parse_params, trainer_refuses)
 
 STUDY = "rpo-tune"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --n-trials counts
@@ -57,11 +59,6 @@ class Interrupted(Exception):
     """A signal stopped the trial (its trainers checkpointed and exited)."""
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise UserError(message)
-
-
 def configure(opts, fixed):
     """Everything checked before anything is written: the study's settings."""
     import rpo_continuous_action as rpo  # only here: Slurm workers and rebuilds do without the trainer (and torch)
@@ -69,9 +66,7 @@ def configure(opts, fixed):
     env_ids = (opts.env_ids or "").split()
     if not env_ids or len(set(env_ids)) != len(env_ids):
         raise UserError('give each env id once (--env-ids "Pendulum-v1 Hopper-v4")')
-    for name in ("seeds", "n_trials", "workers", "report_every", "prune_startup"):
-        if getattr(opts, name) is not None and getattr(opts, name) < (name != "prune_startup"):
-            raise UserError(f"--{name.replace('_', '-')} must be an integer >= {int(name != 'prune_startup')}")
+    check_counts(opts)
     if opts.slurm and not shutil.which("sbatch"):
         raise UserError("--slurm given but sbatch is not on PATH")
     if not opts.slurm and (opts.partition or opts.time or opts.account):
@@ -190,12 +185,16 @@ def describe(values):
 # ------------------------------------------------------------------------------------ the study
 def open_study(out, journal, create=True):
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial, and errors as one line
-    storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
-               if journal else  # several machines: a file that NFS can share (SQLite cannot be)
-               optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 120}}))
-    if not create:
-        return optuna.load_study(study_name=STUDY, storage=storage)
-    return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True)
+    path = out / ("study.journal" if journal else "study.db")
+    try:
+        storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path))) if journal
+                   else  # several machines: a file that NFS can share (SQLite cannot be)
+                   optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 120}}))
+        if not create:
+            return optuna.load_study(study_name=STUDY, storage=storage)
+        return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True)
+    except (KeyError, SQLAlchemyError, ValueError) as e:  # an empty file ("Record does not exist"), not a database
+        raise UserError(f"{path} has no readable study: {getattr(e, 'orig', None) or e.args[0]}".splitlines()[0]) from None
 
 
 @contextlib.contextmanager
@@ -448,11 +447,11 @@ def main(argv=None):
         if changed:
             raise UserError(f"{out} holds a study with other {', '.join(changed)}; "
                             "rerun it with the same settings or use another --out")
-    except UserError as e:
-        print(f"tune.py: error: {e}", file=sys.stderr)
+        out.mkdir(parents=True, exist_ok=True)
+        study = open_study(out, journal)
+    except (UserError, OSError) as e:  # OSError: e.g. --out names a file
+        print(f"tune.py: error: {e if isinstance(e, UserError) else f'{e.filename}: {e.strerror}'}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    study = open_study(out, journal)
     study.set_user_attr("config", cfg)
     study.set_user_attr("command", shlex.join(["benchmark/tune.py", *argv]))
     for values in enqueued:

@@ -1,9 +1,10 @@
 """The trainer's flags as benchmark/tune.py reads and passes them on: a --param range or list as an Optuna
 distribution, an --enqueue value, searched values back as flags, and what the trainer's own parser says to a
-command line. The trainer (and torch) is imported on first use only: tune.py's Slurm workers and its rebuild
-of a study's tables do without.
+command line; and the checks of tune.py's own options. The trainer (and torch) is imported on first use only:
+tune.py's Slurm workers and its rebuild of a study's tables do without.
 """
 
+import argparse
 import contextlib
 import functools
 import io
@@ -19,6 +20,24 @@ SET_BY_TUNER = {"env_id", "seed", "resume", "eval_checkpoint", "save_model", "to
 
 class UserError(Exception):
     """Bad input: one line on stderr, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise UserError(message)
+
+
+# The least value of each of tune.py's integer options (None, where allowed, is a default computed later)
+LEAST = {"seeds": 1, "n_trials": 1, "workers": 1, "report_every": 1, "startup_trials": 0, "prune_startup": 0,
+         "prune_warmup": 0}
+
+
+def check_counts(opts):
+    """tune.py's integer options against LEAST."""
+    for name, least in LEAST.items():
+        value = getattr(opts, name)
+        if value is not None and value < least:
+            raise UserError(f"{flag(name)} must be an integer >= {least}, got {value}")
 
 
 @functools.cache
