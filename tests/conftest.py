@@ -49,15 +49,38 @@ def scalars(run_dir):
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def wait_for(condition, what, timeout=300):
-    """Polls until condition() holds; the timeout only stops a hung test, it asserts nothing about speed."""
+def wait_for(condition, what, timeout=300, every=0.2):
+    """Polls until condition() holds, every `every` seconds; the timeout only stops a hung test, it asserts nothing
+    about speed."""
     import time
 
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(every)
+
+
+def alive(pid):
+    """Whether process pid is running: it exists and is not a zombie (ended, its status not yet collected)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read()
+    except OSError:
+        return False
+
+
+def processes_in(directory):
+    """The running processes whose working directory is `directory` or under it (each run works in its own)."""
+    directory, found = os.path.abspath(directory), []
+    for entry in os.listdir("/proc"):
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd") if entry.isdigit() else ""
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if (cwd == directory or cwd.startswith(directory + os.sep)) and alive(entry):
+            found.append(int(entry))
+    return found
 
 
 def episodic_returns(run_dir):
@@ -133,9 +156,11 @@ def reference():
     ref_dir = os.environ.get("REF_DIR", "/tmp/rpo-reference")
     proc = subprocess.run([os.path.join(ROOT, "benchmark", "reference.sh")], capture_output=True, text=True,
                           timeout=1800, env={**os.environ, "REF_DIR": ref_dir})
-    if proc.returncode != 0:  # no registry to download from, most likely
-        pytest.skip(f"could not build the reference with benchmark/reference.sh: "
-                    f"{(proc.stderr.strip() or '?').splitlines()[-1]}")
+    why = (proc.stderr.strip() or "(no message)").splitlines()[-1]
+    if proc.returncode == 3:  # reference.sh's status when the package index cannot be reached: offline
+        pytest.skip(f"could not build the reference with benchmark/reference.sh: {why}")
+    if proc.returncode != 0:  # a failed install, a hash that does not match, ...: not to be skipped silently
+        pytest.fail(f"benchmark/reference.sh exited {proc.returncode}: {why}", pytrace=False)
     return os.path.join(ref_dir, "venv", "bin", "python"), os.path.join(ref_dir, "rpo_reference.py")
 
 

@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
+
+from conftest import alive, job_done, processes_in, wait_for  # this script's folder, tests/, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--total-timesteps", "4096", "--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2"]
@@ -40,13 +43,6 @@ def worker_pid(t):
     return int(t.user_attrs.get("worker", "?:0").split()[0].split(":")[1])
 
 
-def alive(pid):
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
 def mid_trial(out, t):
     """Whether a RUNNING trial's worker is alive and every run of it has logged an episode (it is training)."""
     logs = list((out / "trials" / str(t.number)).glob("*/train.log"))
@@ -54,24 +50,9 @@ def mid_trial(out, t):
             and all("episodic_return" in p.read_text() for p in logs))
 
 
-def processes_in(directory):
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and os.readlink(proc / "cwd").startswith(str(directory)):
-                if "zombie" not in (proc / "status").read_text():
-                    found.append(int(proc.name))
-        except OSError:
-            pass
-    return found
-
-
 def wait(condition, what, timeout=1800):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            sys.exit(f"soak: gave up waiting for {what}")
-        time.sleep(1)
+    """conftest.wait_for, polling once a second (each poll reads the study)."""
+    wait_for(condition, what, timeout=timeout, every=1)
 
 
 def local(out, args, kills):
@@ -121,11 +102,6 @@ def slurm(out, args, kills):
         wait(lambda: job_done(job[1]), f"Slurm job {job[1]} to end")
     logs = "".join(p.read_text() for p in (out / "slurm" / "logs").iterdir())
     return len(re.findall(r"lost its worker", logs + printed)), submissions
-
-
-def job_done(job):
-    queue = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True)
-    return queue.returncode != 0 or queue.stdout.strip() == ""
 
 
 def main():
@@ -179,4 +155,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except pytest.fail.Exception as e:  # wait_for gave up: one line, not a traceback
+        sys.exit(f"soak: {e}")

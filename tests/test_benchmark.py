@@ -19,15 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import episodic_returns, job_done, wait_for
+from conftest import FAST, alive, episodic_returns, job_done, processes_in, table, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "benchmark" / "sweep.sh"
 REPORT = ROOT / "benchmark" / "report.py"
 ENV = "Pendulum-v1"  # 200-step episodes
-# Small but complete runs (20 Pendulum episodes each); fewer minibatches and epochs keep them quick.
-FAST = ["--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2", "--eval-episodes", "1"]
-TINY = ["--total-timesteps", "4096", *FAST]
+# conftest's small but complete runs, with one evaluation episode after training rather than ten
+FAST_EVAL = [*FAST, "--eval-episodes", "1"]
+TINY = ["--total-timesteps", "4096", *FAST_EVAL]  # 20 Pendulum episodes
+# The header of report.py's first table (mean ± std of the runs' final returns), for sweeps of alphas 0.5 and 0
+SUMMARY = ["", "PPO (α=0)", "RPO α=0.5"]
 
 
 def sweep_env(**extra):
@@ -59,25 +61,6 @@ def hold_env(tmp_path, seed):
     return sweep_env(TRAINER=str(tmp_path / "held_trainer.py"), HOLD_SEED=str(seed))
 
 
-def alive(pid):
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def processes_in(directory):
-    """Live processes whose working directory is under `directory` (each run works in its own)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and os.readlink(proc / "cwd").startswith(str(directory)) and alive(proc.name):
-                found.append(int(proc.name))
-        except OSError:
-            pass
-    return found
-
-
 def sweep(out, *args, workers="2", trainer=TINY):
     return subprocess.run(
         [str(SWEEP), "--env-ids", ENV, "--out", str(out), *args, "--workers", workers, "--", *trainer],
@@ -91,22 +74,6 @@ def event_files(run_dir):
 
 def checkpoints(run_dir):
     return sorted(run_dir.rglob("*.cleanrl_model"))
-
-
-def table_cells(markdown):
-    """{(env, column header): (mean, std)} from the first markdown table report.py writes (ours, mean ± std)."""
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[start:end]]
-    header, body = rows[0], rows[2:]
-    cells = {}
-    for row in body:
-        for column, cell in zip(header[1:], row[1:]):
-            m = re.match(r"(-?[\d.]+) ± ([\d.]+)", cell)
-            if m:
-                cells[row[0], column] = (float(m[1]), float(m[2]))
-    return cells
 
 
 # ------------------------------------------------------------------------------- local runner
@@ -151,7 +118,7 @@ def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):
 
 def test_interrupted_sweep_resumes_unfinished_runs_and_skips_finished_ones(tmp_path):
     out = tmp_path / "runs"
-    trainer = ["--total-timesteps", "8192", *FAST, "--checkpoint-interval", "1"]
+    trainer = ["--total-timesteps", "8192", *FAST_EVAL, "--checkpoint-interval", "1"]
     args = [str(SWEEP), "--env-ids", ENV, "--seeds", "2", "--alphas", "0", "--workers", "1", "--out", str(out),
             "--", *trainer]
     first, second = out / f"{ENV}__alpha0__seed1", out / f"{ENV}__alpha0__seed2"
@@ -247,6 +214,22 @@ def test_bad_arguments_get_one_clear_line(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, runs, workers", [
+    (["--seeds", "010"], 10, 1),
+    (["--seeds", "08"], 8, 1),  # not an octal digit: bash's arithmetic would have stopped here
+    (["--seeds", "2", "--workers", "010"], 2, 10),
+])
+def test_counts_with_a_leading_zero_are_decimal(tmp_path, args, runs, workers):
+    # a stand-in python that does nothing: each run ends at once (exit 0), so the runs are what sweep.sh made
+    out = tmp_path / "runs"
+    result = subprocess.run([str(SWEEP), "--env-ids", ENV, "--alphas", "0", "--workers", "1", "--out", str(out), *args],
+                            capture_output=True, text=True, env=sweep_env(PYTHON=shutil.which("true")), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{ENV}__alpha0__seed{s}" for s in range(1, runs + 1))
+    assert f"running {runs} of {runs} runs, {workers} at a time" in result.stdout
+    assert f"sweep finished: {runs} ran" in result.stdout
+
+
 def test_slurm_without_sbatch_on_path_is_an_error(tmp_path):
     # A PATH with the few tools sweep.sh needs, and no sbatch.
     bin_dir = tmp_path / "bin"
@@ -290,6 +273,26 @@ def test_speed_takes_the_batch_from_the_trainer_flags():
     assert speed.batch_size(ENV, ["--num-envs", "2", "--num-steps", "256"]) == 512
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
+    (["--env-id", "CartPole-v1"], "RPO needs a vector of continuous actions"),
+    (["--iterations", "0"], "--iterations must be at least 2, got 0"),
+    (["--iterations", "1"], "--iterations must be at least 2, got 1"),  # the first is warm-up: no rate from one
+    (["--ceiling-steps", "0"], "--ceiling-steps must be at least 1, got 0"),
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--iterations", "six"], "argument --iterations: invalid int value: 'six'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--", "--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
+])
+def test_speed_bad_input_gets_one_line(args, message):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "speed.py"), *args], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("speed.py: error: "), result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""  # nothing measured
+
+
 # ------------------------------------------------------------------------------- report
 def test_report_table_matches_the_event_files(tiny_sweep, tmp_path):
     out, _ = tiny_sweep
@@ -302,16 +305,18 @@ def test_report_table_matches_the_event_files(tiny_sweep, tmp_path):
     assert result.returncode == 0, result.stderr
 
     md = (tmp_path / "report" / "results.md").read_text()
-    cells = table_cells(md)
-    for alpha, column in (("0.5", "RPO α=0.5"), ("0", "PPO (α=0)")):
+    rows = table(md, SUMMARY)
+    assert list(rows) == [ENV] and len(rows[ENV]) == 2
+    # one cell per alpha, mean ± std over seeds; PPO's holds the unfinished run (alpha 0, seed 2): marked †
+    for alpha, cell in zip(("0", "0.5"), rows[ENV]):
         finals = [np.mean([v for _, v in episodic_returns(runs / f"{ENV}__alpha{alpha}__seed{s}")][-10:])
                   for s in (1, 2)]
-        mean, std = cells[ENV, column]
-        assert mean == pytest.approx(np.mean(finals), abs=0.006)
-        assert std == pytest.approx(np.std(finals), abs=0.006)
-    assert set(cells) == {(ENV, "RPO α=0.5"), (ENV, "PPO (α=0)")}
-    # the unfinished run is marked, the empty one reported as skipped
-    assert re.search(r"\| PPO \(α=0\) \|", md) and "†" in md
+        mean, std, mark = re.fullmatch(r"(-?\d+\.\d\d) ± (\d+\.\d\d)( †)?", cell).groups()
+        assert float(mean) == pytest.approx(np.mean(finals), abs=0.006)
+        assert float(std) == pytest.approx(np.std(finals), abs=0.006)
+        assert bool(mark) == (alpha == "0"), cell
+    assert "† includes 1 unfinished run(s)" in md
+    # the empty run is reported as skipped
     assert f"skipped {ENV}__alpha0.5__seed3: no event file" in result.stdout
     assert f"{ENV}__alpha0.5__seed3: no event file" in md
     assert "last 10 training episodes" in md
@@ -355,8 +360,8 @@ def test_slurm_job_array_runs_the_sweep_and_report_sees_it(slurm, tmp_path):
     report = subprocess.run([sys.executable, str(REPORT), str(out), "--out", str(tmp_path / "report")],
                             capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
-    assert set(table_cells((tmp_path / "report" / "results.md").read_text())) == {
-        (ENV, "RPO α=0.5"), (ENV, "PPO (α=0)")}
+    rows = table((tmp_path / "report" / "results.md").read_text(), SUMMARY)
+    assert list(rows) == [ENV] and all(re.fullmatch(r"-?\d+\.\d\d ± \d+\.\d\d", c) for c in rows[ENV]), rows
 
     # submitting the finished sweep again submits nothing
     again = subprocess.run([str(SWEEP), "--env-ids", ENV, "--out", str(out), "--slurm", "--alphas", "0.5 0"],
@@ -368,7 +373,7 @@ def test_slurm_job_array_runs_the_sweep_and_report_sees_it(slurm, tmp_path):
 def test_slurm_task_warned_of_its_time_limit_requeues_and_resumes(slurm, tmp_path):
     out = tmp_path / "runs"
     run = out / f"{ENV}__alpha0.5__seed1"
-    job_id = submit(out, "--seeds", "1", "--alphas", "0.5", trainer=["--total-timesteps", "8192", *FAST,
+    job_id = submit(out, "--seeds", "1", "--alphas", "0.5", trainer=["--total-timesteps", "8192", *FAST_EVAL,
                                                                      "--checkpoint-interval", "1"],
                     env=hold_env(tmp_path, 1))
     task = f"{job_id}_0"

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import episodic_returns, job_done, wait_for
+from conftest import alive, episodic_returns, job_done, processes_in, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmark"))
+from score import normalized, score_range  # noqa: E402  (a trial's value: the normalized final returns' IQM)
+
 TUNE = ROOT / "benchmark" / "tune.py"
 ENV = "Pendulum-v1"
 TINY = ["--total-timesteps", "2048", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2"]
-# Pendulum-v1's normalized score (benchmark/score.py): random play -1241 .. the best published mean -151.08
-LOW, HIGH = -1241.0, -151.08
 PNG = b"\x89PNG\r\n\x1a\n"
 
 # A stand-in trainer: every 200 steps an episode of return -1000 * alpha, in TensorBoard. With alpha >= 0.85 it is
@@ -72,27 +73,6 @@ def rows(out):
         return list(csv.DictReader(f))
 
 
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
-def processes_in(directory):
-    """Processes whose working directory is under `directory` (the trainers run in their run directories)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if os.readlink(proc / "cwd").startswith(str(directory)):
-                    found.append(int(proc.name))
-            except OSError:
-                pass
-    return [pid for pid in found if alive(pid)]
-
-
 def final_return(run_dir):
     """Mean of the last 10 charts/episodic_return values, read from the event files (not through score.py)."""
     return np.mean([v for _, v in sorted(episodic_returns(run_dir))][-10:])
@@ -101,10 +81,6 @@ def final_return(run_dir):
 def run_dir(out, number, alpha, seed=1):
     """Where sweep.sh put a trial's run: DIR/trials/<number>/<env>__alpha<A>__seed<S>."""
     return out / "trials" / str(number) / f"{ENV}__alpha{alpha}__seed{seed}"
-
-
-def normalized(final):
-    return (final - LOW) / (HIGH - LOW)
 
 
 def trainer_args(run):
@@ -161,7 +137,7 @@ def test_study_writes_one_row_per_trial_with_values_from_the_runs(tiny_study):
             finals.append(final_return(run))
         # the value: the IQM (of two runs, their mean) of the normalized final returns, read from the event files
         assert float(r[f"return:{ENV}"]) == pytest.approx(np.mean(finals), abs=1e-4)
-        assert float(r["value"]) == pytest.approx(np.mean([normalized(f) for f in finals]), abs=1e-6)
+        assert float(r["value"]) == pytest.approx(np.mean([normalized(ENV, f) for f in finals]), abs=1e-6)
     # one progress line per finished trial
     lines = re.findall(r"^\[(\d)/3\] trial (\d) COMPLETE value=(\S+) rpo_alpha=\S+ .*\| best: trial \d",
                        result.stdout, re.M)
@@ -173,7 +149,8 @@ def test_study_writes_one_row_per_trial_with_values_from_the_runs(tiny_study):
     md = (out / "trials.md").read_text()
     assert f"**best: trial {best['number']}, value {float(best['value']):.4g}" in md
     assert len([line for line in md.splitlines() if re.match(r"\| \d+ \| COMPLETE \|", line)]) == 3
-    assert f"{ENV} [-1241, -151.08]" in md
+    low, high, _ = score_range(ENV)
+    assert f"{ENV} [{low:g}, {high:g}]" in md  # the range of its normalized score
     assert processes_in(out) == []
 
 
@@ -255,10 +232,6 @@ def test_two_local_workers_share_one_study(tmp_path):
     assert [(r["rpo_alpha"], r["num_minibatches"]) for r in table[:2]] == [("0.5", "4"), ("0.01", "8")]
     assert len(re.findall(r"^trial \d started", result.stdout, re.M)) == 4
     assert (out / "study.db").is_file() and not (out / "study.journal").exists()
-    # two trials ran at once: each one's runs started before the other's ended
-    spans = sorted((min(p.stat().st_mtime for p in (out / "trials" / r["number"]).rglob("env_id")),
-                    max(p.stat().st_mtime for p in (out / "trials" / r["number"]).rglob("DONE"))) for r in table)
-    assert spans[1][0] < spans[0][1]
     # every searched flag reached the trainer in its own form: an integer, a switch, a float
     for r in table:
         args = trainer_args(run_dir(out, r["number"], repr(float(r["rpo_alpha"]))))
@@ -267,6 +240,33 @@ def test_two_local_workers_share_one_study(tmp_path):
         assert 1e-4 <= args["learning_rate"] <= 1e-3 and args["learning_rate"] == float(r["learning_rate"])
     # several searched flags and complete trials: the importance plot can be drawn
     assert_png(out / "param_importances.png")
+    assert processes_in(out) == []
+
+
+def test_two_local_workers_run_two_trials_at_once(tmp_path):
+    # trial 0 (alpha 0.9) holds until the test lets it go, which it does only once trial 1 (alpha 0.1) has finished:
+    # with one trial at a time the study would wait on trial 0 for ever (and the test give up)
+    out, log = tmp_path / "study", tmp_path / "stdout"
+    with open(log, "w") as stdout:
+        runner = subprocess.Popen([sys.executable, str(TUNE), "--env-ids", ENV, "--out", str(out), "--n-trials", "2",
+                                   "--workers", "2", "--no-prune", "--enqueue", "rpo-alpha=0.9", "--enqueue",
+                                   "rpo-alpha=0.1", "--", "--total-timesteps", "4000"],
+                                  stdout=stdout, stderr=subprocess.STDOUT, text=True, env=stub_env(tmp_path, hold=True))
+    pid_file = run_dir(out, 0, "0.9") / "pid"
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text() and
+                 re.search(r"^\[1/2\] trial 1 COMPLETE", log.read_text(), re.M), "trial 1 to complete")
+        assert alive(int(pid_file.read_text()))  # trial 0's trainer, holding
+    finally:
+        (tmp_path / "hold").unlink()
+        runner.communicate(timeout=300)
+    lines = log.read_text().splitlines()
+    assert runner.returncode == 0, lines
+    events = [m[1] for m in (re.match(r"(trial \d started|\[\d/2\] trial \d COMPLETE)", ln) for ln in lines) if m]
+    # both started (the two workers print in either order) before either completed
+    assert sorted(events[:2]) == ["trial 0 started", "trial 1 started"], lines
+    assert events[2:] == ["[1/2] trial 1 COMPLETE", "[2/2] trial 0 COMPLETE"], lines
+    assert [r["state"] for r in rows(out)] == ["COMPLETE", "COMPLETE"]
     assert processes_in(out) == []
 
 
@@ -402,7 +402,7 @@ def test_a_trial_reports_intermediate_values_while_its_runs_train(tmp_path):
         runner.send_signal(signal.SIGINT)
         stdout, stderr = runner.communicate(timeout=300)
     assert min(reported) == 256 and max(reported) <= logged < 1000000
-    assert reported[256] == pytest.approx(normalized(np.mean([v for s, v in episodic_returns(run) if s <= 256])))
+    assert reported[256] == pytest.approx(normalized(ENV, np.mean([v for s, v in episodic_returns(run) if s <= 256])))
     assert runner.returncode == 130, stdout + stderr
     assert processes_in(out) == []
 
@@ -418,12 +418,13 @@ def test_a_bad_trial_is_pruned_and_its_trainer_stopped(tmp_path):
     table = rows(out)
     assert [(r["number"], r["state"]) for r in table] == [("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "PRUNED")]
     assert [float(r["rpo_alpha"]) for r in table] == [0.01, 0.02, 0.9]
-    assert float(table[0]["value"]) == pytest.approx(normalized(-10))
-    assert float(table[1]["value"]) == pytest.approx(normalized(-20))
+    assert float(table[0]["value"]) == pytest.approx(normalized(ENV, -10))
+    assert float(table[1]["value"]) == pytest.approx(normalized(ENV, -20))
     pruned = table[2]
-    assert float(pruned["value"]) == pytest.approx(normalized(-900))  # its last intermediate value
+    assert float(pruned["value"]) == pytest.approx(normalized(ENV, -900))  # its last intermediate value
     assert pruned["pruned_at_step"] == "400"
-    assert re.search(r"^\[3/3\] trial 2 PRUNED at step 400 value=0.31\d* rpo_alpha=0.9 ", result.stdout, re.M)
+    progress = f"[3/3] trial 2 PRUNED at step 400 value={normalized(ENV, -900):.4g} rpo_alpha=0.9 "  # tune.py's .4g
+    assert any(line.startswith(progress) for line in result.stdout.splitlines()), result.stdout
     # its trainer got SIGTERM (from sweep.sh) before it ended, exited, and nothing is left running
     run = run_dir(out, 2, "0.9")
     log = (run / "train.log").read_text()
@@ -540,6 +541,10 @@ def test_the_committed_tuner_study_rebuilds_its_tables_from_the_study(tmp_path):
     ([], ["--seed", "3"], "trainer flag --seed is set by the tuner"),
     ([], ["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
     (["--param", "learning-rate=1e-4:1e-3"], ["--learning-rate", "1e-3"], "--learning-rate is searched"),
+    (["--prune-warmup", "-1"], [], "--prune-warmup must be an integer >= 0, got -1"),
+    (["--startup-trials", "-1"], [], "--startup-trials must be an integer >= 0, got -1"),
+    (["--prune-startup", "-1"], [], "--prune-startup must be an integer >= 0, got -1"),
+    (["--report-every", "0"], [], "--report-every must be an integer >= 1, got 0"),
 ])
 def test_bad_input_gets_one_line_and_no_study(tmp_path, args, trainer, message):
     out = tmp_path / "study"
@@ -549,6 +554,29 @@ def test_bad_input_gets_one_line_and_no_study(tmp_path, args, trainer, message):
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("tune.py: error: "), result.stderr
     assert message in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("env_ids", [[], ["--env-ids", ENV]], ids=["rebuild", "run"])
+@pytest.mark.parametrize("what, content, message", [
+    (None, b"a file, not a directory\n", "{out}: File exists"),
+    ("study.db", b"not a database\n", "{out}/study.db has no readable study: file is not a database"),
+    ("study.journal", b"", "{out}/study.journal has no readable study: Record does not exist."),
+])
+def test_an_out_without_a_readable_study_gets_one_line_and_is_left_alone(tmp_path, env_ids, what, content, message):
+    out = tmp_path / "study"
+    if what is None:
+        out.write_bytes(content)
+        if not env_ids:  # no study to rebuild the tables of, as for an empty DIR
+            message = "{out} holds no study (give --env-ids to start one)"
+    else:
+        out.mkdir()
+        (out / what).write_bytes(content)
+    before = {p: p.read_bytes() for p in [tmp_path, *tmp_path.rglob("*")] if p.is_file()}
+    result = subprocess.run([sys.executable, str(TUNE), *env_ids, "--out", str(out)], capture_output=True, text=True,
+                            env=tune_env(), timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == f"tune.py: error: {message.format(out=out)}\n"
+    assert {p: p.read_bytes() for p in [tmp_path, *tmp_path.rglob("*")] if p.is_file()} == before  # nothing written
 
 
 def test_slurm_without_sbatch_on_path_and_a_dir_without_study_are_errors(tmp_path):
@@ -582,7 +610,7 @@ def test_slurm_workers_share_one_journal_study(slurm, tmp_path):
     assert tasks and tasks <= {f"{job_id}_0", f"{job_id}_1"}, table
     for r in table:  # the runs trained for real
         final = final_return(run_dir(out, r["number"], repr(float(r["rpo_alpha"]))))
-        assert float(r["value"]) == pytest.approx(normalized(final), abs=1e-6)
+        assert float(r["value"]) == pytest.approx(normalized(ENV, final), abs=1e-6)
     assert (out / "study.journal").is_file() and not (out / "study.db").exists()
     assert_png(out / "optimization_history.png")
 
