@@ -44,8 +44,8 @@ PER_ENV_OBS = '''    def normalize_obs(self, obs, rows=None):  # PLANTED
 
 # the noise-free KL checked before each step, as some PPO code checks its KL, instead of after the epoch
 EARLY_STOP_BEFORE_THE_STEP = '''            with torch.no_grad():  # PLANTED
-                _, now, _, _ = agent.get_action_and_value(obs[mb], actions[mb], rpo_noise=False)
-            if args.target_kl is not None and approx_kl(now - logprobs[mb]) > args.target_kl:
+                _, now, _, _ = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds], rpo_noise=False)
+            if args.target_kl is not None and approx_kl(now - b_logprobs[mb_inds]) > args.target_kl:
                 break
             optimizer.zero_grad()
 '''
@@ -53,14 +53,14 @@ EARLY_STOP_BEFORE_THE_STEP = '''            with torch.no_grad():  # PLANTED
 # name: (what the bug is, [(old, new), ...])
 BUGS = {
     "target-kl-noisy": ("--target-kl compares the noisy approx_kl (with RPO's noise)",
-                        [("kl_unperturbed > args.target_kl", "approx_kl(logratio) > args.target_kl")]),
+                        [("approx_kl_unperturbed > args.target_kl", "approx_kl(logratio) > args.target_kl")]),
     "kl-unperturbed-noisy": ("approx_kl_unperturbed (so --target-kl too) scored with RPO's noise",
-                             [("actions[last], rpo_noise=False)", "actions[last], rpo_noise=True)")]),
+                             [("rpo_noise=False)\n            approx_kl_unperturbed =", "rpo_noise=True)\n            approx_kl_unperturbed =")]),
     "target-kl-before-step": ("--target-kl stops before a step whose noise-free KL already exceeds it (checked per "
                               "minibatch, before the step)",
                               [("            optimizer.zero_grad()\n", EARLY_STOP_BEFORE_THE_STEP)]),
     "target-kl-never": ("--target-kl never stops the update",
-                        [("args.target_kl is not None and kl_unperturbed", "False and kl_unperturbed")]),
+                        [("args.target_kl is not None and approx_kl_unperturbed", "False and approx_kl_unperturbed")]),
     "ent-sign": ("the entropy term added: + ent_coef * entropy",
                  [("loss = loss - args.ent_coef * entropy.mean()", "loss = loss + args.ent_coef * entropy.mean()")]),
     "loss-logged-without-entropy": ("losses/loss logged without the entropy term",
