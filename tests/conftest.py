@@ -1,9 +1,11 @@
+import fcntl
 import glob
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -105,10 +107,14 @@ def workdir(tmp_path):
     return str(tmp_path)
 
 
-# One-node Slurm for the tests marked `slurm` (test_benchmark.py, test_tune.py): started once per session by
-# benchmark/slurm/start_local_slurm.sh if it is not up already, and stopped only if this fixture started it.
+# One-node Slurm for the tests marked `slurm` (test_benchmark.py, test_tune.py): started by
+# benchmark/slurm/start_local_slurm.sh if it is not up already, and stopped at the end only if a test started it.
+# pytest-xdist's workers (pyproject's -n) each hold this session fixture: each keeps a shared lock on SLURM_LOCK.users
+# while it may submit jobs, and the last to let go stops Slurm, so no worker stops it under another one's jobs. Starting
+# and stopping happen under SLURM_LOCK.start.
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 START_SLURM = os.path.join(ROOT, "benchmark", "slurm", "start_local_slurm.sh")
+SLURM_LOCK = os.path.join(tempfile.gettempdir(), "rpo-tests-slurm")
 
 
 def slurm_up():
@@ -122,13 +128,24 @@ def slurm():
                if not shutil.which(b, path=SBIN_PATH)]
     if missing:
         pytest.skip(f"Slurm is not installed (no {', '.join(missing)}); apt-get install -y slurm-wlm munge")
-    started = False
-    if not slurm_up():
-        subprocess.run([START_SLURM], check=True, env={**os.environ, "PATH": SBIN_PATH})
-        started = True
-    yield
-    if started:  # stop only what this fixture started
-        subprocess.run([START_SLURM, "--stop"], check=True, env={**os.environ, "PATH": SBIN_PATH})
+    env, started = {**os.environ, "PATH": SBIN_PATH}, SLURM_LOCK + ".started"  # a test started it: stop it at the end
+    with open(SLURM_LOCK + ".start", "a") as start, open(SLURM_LOCK + ".users", "a") as users:
+        fcntl.flock(start, fcntl.LOCK_EX)
+        if not slurm_up():
+            subprocess.run([START_SLURM], check=True, env=env)
+            open(started, "w").close()
+        fcntl.flock(users, fcntl.LOCK_SH)
+        fcntl.flock(start, fcntl.LOCK_UN)
+        yield
+        fcntl.flock(start, fcntl.LOCK_EX)
+        fcntl.flock(users, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another worker still uses Slurm and stops it when done
+        if os.path.exists(started):
+            subprocess.run([START_SLURM, "--stop"], check=True, env=env)
+            os.remove(started)
 
 
 def job_done(job_id):
@@ -154,8 +171,10 @@ def reference():
     (gymnasium 0.29, mujoco 2.3.7): benchmark/reference.sh builds it in /tmp/rpo-reference (REF_DIR moves it) where
     it is not yet, and checks it where it is (the script's hash, the venv's versions) in seconds."""
     ref_dir = os.environ.get("REF_DIR", "/tmp/rpo-reference")
-    proc = subprocess.run([os.path.join(ROOT, "benchmark", "reference.sh")], capture_output=True, text=True,
-                          timeout=1800, env={**os.environ, "REF_DIR": ref_dir})
+    with open(ref_dir.rstrip("/") + ".lock", "a") as lock:  # pytest-xdist's workers: one builds, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run([os.path.join(ROOT, "benchmark", "reference.sh")], capture_output=True, text=True,
+                              timeout=1800, env={**os.environ, "REF_DIR": ref_dir})
     why = (proc.stderr.strip() or "(no message)").splitlines()[-1]
     if proc.returncode == 3:  # reference.sh's status when the package index cannot be reached: offline
         pytest.skip(f"could not build the reference with benchmark/reference.sh: {why}")
