@@ -23,6 +23,7 @@
 """
 
 import csv
+import logging
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -192,7 +193,9 @@ def load_episodes(run_dir):
         where = ", ".join(str(d.relative_to(run_dir)) for d in event_dirs)
         return None, f"{len(event_dirs)} directories of event files (expected one): {where}"
     # size_guidance 0 keeps every point; the accumulator reads the files of one run in order
-    # and drops what an interrupted attempt logged past its checkpoint (purge on resume).
+    # and drops what an interrupted attempt logged past its checkpoint (purge on resume). It warns of each purge
+    # as of a "TensorFlow restart": for a resumed run that is the expected case, so its warnings are not shown.
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     acc = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
     acc.Reload()
     tags = acc.Tags()["scalars"]

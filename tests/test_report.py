@@ -347,6 +347,23 @@ def test_unfinished_runs_are_marked_from_run_directories(tmp_path):
     assert "† includes 1 unfinished run(s)" in md and "- Pendulum-v1__alpha0__seed3: no event file" in md
 
 
+def test_a_resumed_run_counts_the_episodes_of_its_resume_and_says_nothing_of_the_purge(tmp_path):
+    # As the trainer resumes: a second event file, whose purge_step drops what the stopped attempt logged after its
+    # checkpoint (step 1000): episodes 1-5 of the first attempt (-500), then 7 of the resumed one (-100)
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = write_run(tmp_path / "runs", "Pendulum-v1", "0", 1, [-500.0] * 12)
+    [log_dir] = {p.parent for p in run_dir.rglob("events.out.tfevents.*")}
+    writer = SummaryWriter(str(log_dir), purge_step=1001)
+    for step in range(1200, 2401, 200):
+        writer.add_scalar("charts/episodic_return", -100.0, step)
+        writer.add_scalar("charts/episodic_length", 200, step)
+    writer.close()
+    result = run_report(tmp_path / "runs", "--out", tmp_path / "r")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "| Pendulum-v1 | -220.00 ± 0.00 |" in (tmp_path / "r" / "results.md").read_text()  # 3 x -500, 7 x -100
+
+
 def test_run_whose_lengths_do_not_pair_with_returns_is_skipped(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
