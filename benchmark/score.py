@@ -181,6 +181,13 @@ def make_run(seed, steps, returns, lengths, action_std=None, *, finished):
             "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished, "action_std": action_std}
 
 
+# TensorBoard warns of each purge as of "a TensorFlow restart". For a run resumed from a checkpoint the purge is the
+# expected one (purge_step drops what the stopped attempt logged after its checkpoint), so that warning alone is
+# not shown; TensorBoard's other warnings are.
+PURGE_WARNING = "Detected out of order event.step"
+logging.getLogger("tensorboard").addFilter(lambda record: not record.getMessage().startswith(PURGE_WARNING))
+
+
 def load_episodes(run_dir):
     """(steps, returns, lengths, σ) of a run's training episodes and its logged σ ((steps, values), or None
     if it has none), or a reason to skip it."""
@@ -193,9 +200,7 @@ def load_episodes(run_dir):
         where = ", ".join(str(d.relative_to(run_dir)) for d in event_dirs)
         return None, f"{len(event_dirs)} directories of event files (expected one): {where}"
     # size_guidance 0 keeps every point; the accumulator reads the files of one run in order
-    # and drops what an interrupted attempt logged past its checkpoint (purge on resume). It warns of each purge
-    # as of a "TensorFlow restart": for a resumed run that is the expected case, so its warnings are not shown.
-    logging.getLogger("tensorboard").setLevel(logging.ERROR)
+    # and drops what an interrupted attempt logged past its checkpoint (purge on resume: see PURGE_WARNING).
     acc = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
     acc.Reload()
     tags = acc.Tags()["scalars"]
