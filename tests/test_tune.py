@@ -300,7 +300,6 @@ def quick_trainer(tmp_path_factory):
 
 def tune_in_process(capsys, *argv):
     """tune.main() in this process (the trainer's import, seconds, is paid once): its exit status and output."""
-    sys.path.insert(0, str(ROOT / "benchmark"))
     import tune as tuner
 
     status = tuner.main([*argv])
@@ -551,8 +550,7 @@ def test_the_committed_tuner_study_rebuilds_its_tables_from_the_study(tmp_path):
 ])
 def test_bad_input_gets_one_line_and_no_study(tmp_path, capsys, args, trainer, message):
     # in this process, as the trainer's import takes seconds; the next test runs the real command line
-    sys.path.insert(0, str(ROOT / "benchmark"))
-    import tune as tuner
+    import tune as tuner  # from benchmark/, on sys.path since this file's imports
 
     out = tmp_path / "study"
     status = tuner.main(["--env-ids", ENV, "--out", str(out), *args, "--", *trainer])
