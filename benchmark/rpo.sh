@@ -7,23 +7,27 @@
 #
 # Sets (all of them unless --set is given):
 #   dm_control    the reference's 48 dm_control ids, alpha 0.5 and 0
-#   gym           Pendulum-v1, BipedalWalker-v3, alpha 0.5 and 0
+#   gym           Pendulum-v1, BipedalWalker-v3 (the box2d extra), alpha 0.5 and 0
 #   mujoco        HumanoidStandup, Humanoid, InvertedPendulum, Walker2d (v4), alpha 0.5 and 0
-#   mujoco-tuned  Ant, HalfCheetah, Hopper, InvertedDoublePendulum, Reacher, Swimmer,
-#                 Pusher (v4): alpha 0.01 (the reference's tuned value), 0.5 (its failure
-#                 cases) and 0
+#   mujoco-tuned  Ant, HalfCheetah, Hopper, InvertedDoublePendulum, Reacher, Swimmer (v4):
+#                 alpha 0.01 (the reference's tuned value), 0.5 (its failure cases) and 0
+#   pusher        Pusher-v4, the last of the reference's tuned envs, at the same alphas: gymnasium
+#                 1.x makes it only with mujoco < 3, so it runs on the published simulator,
+#                 PUBLISHED_PYTHON (default .venv-mujoco237/bin/python; checked before anything runs)
 #
 # The reference also ran the MuJoCo v2 envs. They (mujoco-py based) no longer exist in
 # gymnasium 1.x, which only points to gymnasium-robotics for them, so only v4 runs here.
 #
-# All sets write to the same OUT (default benchmark/runs); then
-#   python benchmark/report.py benchmark/runs --out benchmark/results
-# Every run is resumable: rerun the same command after an interruption. With --slurm,
-# each set is one job array. Trainer flags after "--" override the defaults here
-# (e.g. -- --total-timesteps 1000000 for a shorter sweep).
-set -euo pipefail
+# All sets write to the same OUT (default benchmark/runs); then, for the tables:
+#   python benchmark/report.py benchmark/runs --out benchmark/results/published-sets
+# Every run is resumable: rerun the same command after an interruption. A set whose runs
+# fail does not stop the next; the script then exits 1. With --slurm, each set is one job
+# array. Trainer flags after "--" override the defaults here (e.g. -- --total-timesteps
+# 1000000 for a shorter sweep).
+set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
 
 DM_CONTROL="dm_control/acrobot-swingup-v0 dm_control/acrobot-swingup_sparse-v0
     dm_control/ball_in_cup-catch-v0 dm_control/cartpole-balance-v0
@@ -46,7 +50,8 @@ DM_CONTROL="dm_control/acrobot-swingup-v0 dm_control/acrobot-swingup_sparse-v0
     dm_control/walker-run-v0"
 GYM="Pendulum-v1 BipedalWalker-v3"
 MUJOCO="HumanoidStandup-v4 Humanoid-v4 InvertedPendulum-v4 Walker2d-v4"
-MUJOCO_TUNED="Ant-v4 HalfCheetah-v4 Hopper-v4 InvertedDoublePendulum-v4 Reacher-v4 Swimmer-v4 Pusher-v4"
+MUJOCO_TUNED="Ant-v4 HalfCheetah-v4 Hopper-v4 InvertedDoublePendulum-v4 Reacher-v4 Swimmer-v4"
+PUSHER="Pusher-v4"
 
 die() {
     echo "rpo.sh: error: $*" >&2
@@ -59,8 +64,8 @@ while [[ $# -gt 0 ]]; do
         --set)
             [[ $# -ge 2 ]] || die "option --set needs a value"
             case $2 in
-                dm_control | gym | mujoco | mujoco-tuned) sets+=("$2") ;;
-                *) die "unknown set '$2' (dm_control, gym, mujoco, mujoco-tuned)" ;;
+                dm_control | gym | mujoco | mujoco-tuned | pusher) sets+=("$2") ;;
+                *) die "unknown set '$2' (dm_control, gym, mujoco, mujoco-tuned, pusher)" ;;
             esac
             shift 2
             ;;
@@ -80,16 +85,35 @@ while [[ $# -gt 0 ]]; do
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
-[[ ${#sets[@]} -gt 0 ]] || sets=(dm_control gym mujoco mujoco-tuned)
+[[ ${#sets[@]} -gt 0 ]] || sets=(dm_control gym mujoco mujoco-tuned pusher)
 
+published_python=${PUBLISHED_PYTHON:-$ROOT/.venv-mujoco237/bin/python}
+if [[ " ${sets[*]} " == *" pusher "* ]]; then  # hours of other sets would run before its runs failed
+    how="build it with 'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' (Python 3.10 or 3.11), set PUBLISHED_PYTHON, or leave the set out with --set"
+    command -v "$published_python" >/dev/null || die "set pusher: no python at $published_python; $how"
+    version=$("$published_python" -c 'import mujoco; print(mujoco.__version__)' 2>/dev/null) ||
+        die "set pusher: $published_python cannot import mujoco; $how"
+    [[ $version == 2.* ]] || die "set pusher needs mujoco 2.x (Pusher-v4 on gymnasium 1.x) but $published_python has mujoco $version"
+fi
+
+failed=()
 for set in "${sets[@]}"; do
+    python=${PYTHON:-python3}
     case $set in
         dm_control) envs=$DM_CONTROL alphas="0.5 0" ;;
         gym) envs=$GYM alphas="0.5 0" ;;
         mujoco) envs=$MUJOCO alphas="0.5 0" ;;
         mujoco-tuned) envs=$MUJOCO_TUNED alphas="0.01 0.5 0" ;;
+        pusher) envs=$PUSHER alphas="0.01 0.5 0" python=$published_python ;;
     esac
     echo "=== set $set"
-    "$HERE/sweep.sh" --env-ids "$envs" --seeds "$seeds" --alphas "$alphas" "${pass[@]}" \
-        -- --total-timesteps 8000000 "${trainer_args[@]}"
+    rc=0
+    PYTHON=$python "$HERE/sweep.sh" --env-ids "$envs" --seeds "$seeds" --alphas "$alphas" "${pass[@]}" \
+        -- --total-timesteps 8000000 "${trainer_args[@]}" || rc=$?
+    case $rc in
+        0) ;;
+        1) failed+=("$set") ;;  # some runs failed (sweep.sh named them): the other sets still run
+        *) exit "$rc" ;;        # bad input (sweep.sh said why) or interrupted: rerun to resume
+    esac
 done
+[[ ${#failed[@]} == 0 ]] || { echo "rpo.sh: runs failed in set(s): ${failed[*]}; see the sweep's lines above" >&2; exit 1; }

@@ -249,19 +249,64 @@ def test_rpo_sh_submits_the_reference_experiment_sets(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\necho 7\n")
     (bin_dir / "sbatch").chmod(0o755)
+    published = bin_dir / "python-mujoco237"  # answers rpo.sh's check of the published simulator's python
+    published.write_text("#!/bin/sh\necho 2.3.7\n")
+    published.chmod(0o755)
     out = tmp_path / "runs"
     result = subprocess.run([str(ROOT / "benchmark" / "rpo.sh"), "--slurm", "--out", str(out)], capture_output=True,
-                            text=True, env={**sweep_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+                            text=True, env={**sweep_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                            "PUBLISHED_PYTHON": str(published)})
     assert result.returncode == 0, result.stderr
     arrays = re.findall(r"--array=0-(\d+) ", (tmp_path / "calls").read_text())
-    assert [int(n) + 1 for n in arrays] == [48 * 2 * 10, 2 * 2 * 10, 4 * 2 * 10, 7 * 3 * 10]
+    assert [int(n) + 1 for n in arrays] == [48 * 2 * 10, 2 * 2 * 10, 4 * 2 * 10, 6 * 3 * 10, 1 * 3 * 10]
     runs = {p.name for p in out.iterdir() if p.name != "slurm"}
     assert len(runs) == 1290
     assert {"dm_control-walker-run-v0__alpha0__seed10", "BipedalWalker-v3__alpha0.5__seed1",
             "Walker2d-v4__alpha0.5__seed3", "Hopper-v4__alpha0.01__seed7", "Pusher-v4__alpha0.5__seed1"} <= runs
     assert not any("v2" in name for name in runs)
-    for script in (out / "slurm").glob("sweep-*.sh"):
-        assert script.read_text().rstrip().endswith("-- --total-timesteps 8000000")
+    scripts = {p.read_text() for p in (out / "slurm").glob("sweep-*.sh")}
+    assert len(scripts) == 5
+    for script in scripts:
+        assert script.rstrip().endswith("-- --total-timesteps 8000000")
+        # Pusher-v4 alone runs on the published simulator (gymnasium 1.x makes it only with mujoco < 3)
+        assert (f"PYTHON={published} " in script) == ("Pusher-v4" in script), script
+
+
+def test_rpo_sh_checks_the_published_simulator_before_it_runs_anything(tmp_path):
+    result = subprocess.run([str(ROOT / "benchmark" / "rpo.sh"), "--out", str(tmp_path / "runs")],
+                            capture_output=True, text=True,
+                            env={**sweep_env(), "PUBLISHED_PYTHON": str(tmp_path / "no-such-venv" / "python")})
+    assert result.returncode == 2
+    assert result.stderr == (f"rpo.sh: error: set pusher: no python at {tmp_path}/no-such-venv/python; build it with "
+                             "'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e "
+                             "\".[mujoco-published]\"' (Python 3.10 or 3.11), set PUBLISHED_PYTHON, or leave the set "
+                             "out with --set\n")
+    assert result.stdout == "" and not (tmp_path / "runs").exists()
+    # this venv's mujoco 3 cannot make Pusher-v4
+    result = subprocess.run([str(ROOT / "benchmark" / "rpo.sh"), "--set", "pusher", "--out", str(tmp_path / "runs")],
+                            capture_output=True, text=True, env={**sweep_env(), "PUBLISHED_PYTHON": sys.executable})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"rpo.sh: error: set pusher needs mujoco 2.x (Pusher-v4 on gymnasium 1.x) but "
+                                    f"{sys.executable} has mujoco 3."), result.stderr
+
+
+def test_rpo_sh_runs_every_set_when_one_has_failed_runs_and_then_exits_1(tmp_path):
+    # rpo.sh from a copy whose sweep.sh records each set's envs and fails the gym set as a failed run would
+    bench = tmp_path / "benchmark"
+    bench.mkdir()
+    shutil.copy(ROOT / "benchmark" / "rpo.sh", bench)
+    (bench / "sweep.sh").write_text(f"""#!/usr/bin/env bash
+echo "$PYTHON $2" >> {tmp_path}/calls
+[[ $2 != Pendulum-v1* ]]
+""")
+    (bench / "sweep.sh").chmod(0o755)
+    result = subprocess.run([str(bench / "rpo.sh"), "--set", "gym", "--set", "mujoco"], capture_output=True,
+                            text=True, env={**sweep_env(), "PYTHON": "python-mujoco3"})
+    assert result.returncode == 1
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "python-mujoco3 Pendulum-v1 BipedalWalker-v3",
+        "python-mujoco3 HumanoidStandup-v4 Humanoid-v4 InvertedPendulum-v4 Walker2d-v4"]
+    assert result.stderr == "rpo.sh: runs failed in set(s): gym; see the sweep's lines above\n"
 
 
 def test_speed_takes_the_batch_from_the_trainer_flags():
