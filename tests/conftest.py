@@ -176,7 +176,9 @@ def reference():
         proc = subprocess.run([os.path.join(ROOT, "benchmark", "reference.sh")], capture_output=True, text=True,
                               timeout=1800, env={**os.environ, "REF_DIR": ref_dir})
     why = (proc.stderr.strip() or "(no message)").splitlines()[-1]
-    if proc.returncode == 3:  # reference.sh's status when the package index cannot be reached: offline
+    # reference.sh's status when the package index cannot be reached (offline), or when no Python of 3.8 to 3.11
+    # is there to build it with (mujoco 2.3.7's wheels)
+    if proc.returncode in (3, 4):
         pytest.skip(f"could not build the reference with benchmark/reference.sh: {why}")
     if proc.returncode != 0:  # a failed install, a hash that does not match, ...: not to be skipped silently
         pytest.fail(f"benchmark/reference.sh exited {proc.returncode}: {why}", pytrace=False)

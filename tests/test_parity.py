@@ -344,3 +344,17 @@ def test_parity_bad_input_is_one_line(tmp_path, args, env, message):
     assert message in result.stderr, result.stderr
     if "sweep.sh" not in message:
         assert result.stderr.startswith("parity.sh: error: ") and not (tmp_path / "out").exists()
+
+
+def test_reference_build_names_the_pythons_its_simulator_has_wheels_for(tmp_path):
+    # A python 3.12 stand-in: mujoco 2.3.7 has no wheel for it, so pip would fail after minutes of downloads
+    python312 = tmp_path / "python3.12"
+    python312.write_text("#!/bin/sh\nexec " + sys.executable + " -c 'import sys; sys.version_info = (3, 12, 0); "
+                         "exec(sys.argv[1])' \"$2\"\n")
+    python312.chmod(0o755)
+    result = subprocess.run([str(ROOT / "benchmark" / "reference.sh")], capture_output=True, text=True,
+                            env={**os.environ, "REF_DIR": str(tmp_path / "ref"), "PYTHON3": str(python312)})
+    assert result.returncode == 4  # the parity tests skip on it, as they do offline
+    assert result.stderr == (f"reference.sh: error: {python312} is Python 3.12, but mujoco 2.3.7 (the reference's "
+                             "simulator) has wheels only for Python 3.8 to 3.11: set PYTHON3 to one of those\n")
+    assert not (tmp_path / "ref" / "venv").exists()
