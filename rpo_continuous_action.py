@@ -103,11 +103,14 @@ def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
         video = capture_video and idx == 0
         try:
             env = gym.make(env_id, **({"render_mode": "rgb_array"} if video else {}))
-            if video:
-                env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
         except (gym.error.Error, ImportError) as e:  # unknown id, missing package, Pusher-v4 on mujoco 3
             hint = " (the published simulator: pip install -e '.[mujoco-published]' in a venv of its own)"
             raise UserError(f"cannot make environment {env_id!r}: {e}{hint if 'mujoco<3' in str(e) else ''}") from None
+        if video:
+            try:
+                env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
+            except gym.error.DependencyNotInstalled:  # gymnasium's own hint names a package that lacks the encoder
+                raise UserError("--capture-video needs moviepy: pip install -e '.[video]'") from None
         space = env.action_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             kind = (f"actions of shape {space.shape}" if isinstance(space, gym.spaces.Box)

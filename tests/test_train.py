@@ -146,7 +146,7 @@ def test_an_action_matrix_is_refused_by_name():
 MISSING_PACKAGES = [
     (["shimmy", "dm_control"], ["--env-id", "dm_control/cartpole-balance-v0"], ".[dm-control]"),
     (["wandb"], ["--env-id", "Pendulum-v1", "--track"], ".[wandb]"),
-    (["moviepy"], ["--env-id", "Pendulum-v1", "--capture-video"], "moviepy"),
+    (["moviepy"], ["--env-id", "Pendulum-v1", "--capture-video"], "--capture-video needs moviepy: pip install -e '.[video]'"),
 ]
 
 
