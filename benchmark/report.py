@@ -4,12 +4,12 @@
     python benchmark/report.py --arms [NAME=]DIR_OR_CSV ... --out DIR [--export CSV] [--above RETURN]
 
     # a sweep's tables and curves, also while it is still running
-    python benchmark/report.py benchmark/runs --out benchmark/results
+    python benchmark/report.py benchmark/runs --out benchmark/results/NAME
     # keep its episodes as data, then rebuild the report from that file alone
-    python benchmark/report.py benchmark/runs --export benchmark/results/episodes.csv.gz
-    python benchmark/report.py benchmark/results/episodes.csv.gz --out benchmark/results
+    python benchmark/report.py benchmark/runs --export benchmark/results/NAME/episodes.csv.gz
+    python benchmark/report.py benchmark/results/NAME/episodes.csv.gz --out benchmark/results/NAME
     # also each alpha's score and σ at 1M, 2M, 4M and 8M steps
-    python benchmark/report.py benchmark/runs --out benchmark/results --at 1M,2M,4M,8M
+    python benchmark/report.py benchmark/runs --out benchmark/results/NAME --at 1M,2M,4M,8M
     # implementations compared (benchmark/parity.sh's arms), the first arm against the others
     python benchmark/report.py --arms OUT/reference-mujoco237 OUT/ours-mujoco237 OUT/ours-mujoco3 --out DIR
 

@@ -744,7 +744,7 @@ def test_published_csv_holds_the_reference_numbers():
 # ------------------------------------------------------------------------------- the committed results
 @pytest.mark.parametrize("export", sorted(RESULTS.rglob("episodes.csv.gz")), ids=lambda p: str(p.parent.relative_to(RESULTS)))
 def test_committed_results_regenerate_from_the_committed_csv(tmp_path, export):
-    # every committed study: benchmark/results/episodes.csv.gz and any benchmark/results/<name>/episodes.csv.gz
+    # every committed study: benchmark/results/<name>/episodes.csv.gz
     # (a report made with --above or --at names the flag; an export with an arm column is a comparison of arms)
     flags = dict(re.findall(r"\(`(--above|--at) (\S+)`\)", (export.parent / "results.md").read_text()))
     result = run_report(export, "--out", tmp_path, *(x for flag in flags.items() for x in flag))
