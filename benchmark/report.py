@@ -29,7 +29,10 @@ run directories too. --export writes it, in the same order and the same way, to 
 file named after the export (episodes.csv.gz -> episodes.action_std.csv.gz; env_id,
 rpo_alpha, seed, global_step, action_std, a row per point), which a report made from the
 episodes CSV reads if it is there: the episodes CSV stays as it was, and the studies
-exported before σ was kept rebuild as they were, without σ.
+exported before σ was kept rebuild as they were, without σ. The evaluation after training
+(eval/episodic_return: the mean action's return per episode, which the trainer logs at the
+end of a run with --save-model) is kept the same way, in episodes.eval.csv.gz (env_id,
+rpo_alpha, seed, episode, eval_return).
 
 --arms compares implementations instead of alphas: each arm is a sweep's directory or a
 one-arm CSV, named NAME or after its folder or file; the first arm is the one the others
@@ -85,7 +88,10 @@ OUT/results.md holds, in this order:
   - where runs logged σ: with --at, per env, budget and alpha, the median (min–max) over
     the runs that reached the budget of the last σ logged at or before it; and
     OUT/action_std.png, σ against steps, one panel per env, one line per alpha (median
-    over seeds, shaded min–max).
+    over seeds, shaded min–max);
+  - where runs ended with an evaluation: per env and alpha, the IQM [95% CI] over runs of
+    their mean evaluation return, beside the IQM of their final training returns, and
+    P(A > B) [95% CI] on the evaluations.
   results.md names neither its input nor a time: it can be committed and rebuilt.
 OUT/learning_curves.png: one panel per env, one line per alpha: mean over seeds of each
 run's return, smoothed over 10 episodes, with a ±std band; x = global step.
@@ -119,12 +125,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score import (LAST_EPISODES, REACHED_PERCENT, RETURN_TAG, STD_TAG, interval, iqm, load_published,  # noqa: E402
+from score import (EVAL_TAG, LAST_EPISODES, REACHED_PERCENT, RETURN_TAG, STD_TAG, interval, iqm,  # noqa: E402
+                   load_published,
                    load_run_dirs, make_run, normalized, normalized_finals, pooled_iqm, reached, score_at,
                    score_at_budget, score_range, smoothed, sort_groups)
 
 COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "episodic_return", "episodic_length")
 STD_COLUMNS = ("env_id", "rpo_alpha", "seed", "global_step", "action_std")  # the σ file beside an export
+EVAL_COLUMNS = ("env_id", "rpo_alpha", "seed", "episode", "eval_return")  # the evaluation file beside it
 ARM = "arm"  # the optional first column of an episodes CSV of several arms (implementations)
 UNITS = {"M": 1_000_000, "k": 1_000}  # of --at's budgets
 CURVE_RESAMPLES = 2_000
@@ -183,26 +191,47 @@ def std_point(row):
     return (row["env_id"], row["rpo_alpha"], int(row["seed"])), (int(row["global_step"]), float(row["action_std"]))
 
 
-def std_file(path):
-    """Where an export keeps its runs' σ: beside it, episodes.csv.gz -> episodes.action_std.csv.gz."""
+def eval_point(row):
+    """((env, alpha, seed), (episode, return)) of a row of an evaluation CSV."""
+    return (row["env_id"], row["rpo_alpha"], int(row["seed"])), (int(row["episode"]), float(row["eval_return"]))
+
+
+def beside(path, kind):
+    """Where an export keeps more of its runs: beside it, episodes.csv.gz -> episodes.<kind>.csv.gz."""
     gz = ".gz" if path.name.endswith(".gz") else ""
-    return path.with_name(path.name.removesuffix(".gz").removesuffix(".csv") + ".action_std.csv" + gz)
+    return path.with_name(path.name.removesuffix(".gz").removesuffix(".csv") + f".{kind}.csv" + gz)
+
+
+def std_file(path):
+    """Where an export keeps its runs' σ: episodes.csv.gz -> episodes.action_std.csv.gz."""
+    return beside(path, "action_std")
+
+
+def eval_file(path):
+    """Where an export keeps its runs' evaluation after training: episodes.csv.gz -> episodes.eval.csv.gz."""
+    return beside(path, "eval")
 
 
 def read_csv(path):
     """{arm: {(env, alpha): [run, ...]}} from an episodes CSV, arms in the order they first appear;
     the one arm is None in a CSV without an arm column. Runs of one arm get their σ from the file beside it."""
     columns, episodes = read_rows(path, COLUMNS, "an episodes CSV", episode)
-    stds = {}
+    stds, evals = {}, {}
     if ARM not in columns and std_file(path).is_file():
         stds = read_rows(std_file(path), STD_COLUMNS, "a σ CSV", std_point)[1]
-    if stray := sorted(set(stds) - {key[1:] for key in episodes}):
-        raise BadInput(f"{std_file(path)}: holds the σ of runs that {path.name} has no episodes of, e.g. "
-                       "{} α={} seed {}".format(*stray[0]))
+    if ARM not in columns and eval_file(path).is_file():
+        evals = read_rows(eval_file(path), EVAL_COLUMNS, "an evaluation CSV", eval_point)[1]
+    for extra, what in ((stds, "σ"), (evals, "evaluation")):
+        if stray := sorted(set(extra) - {key[1:] for key in episodes}):
+            where = std_file(path) if extra is stds else eval_file(path)
+            raise BadInput(f"{where}: holds the {what} of runs that {path.name} has no episodes of, e.g. "
+                           "{} α={} seed {}".format(*stray[0]))
     arms = defaultdict(lambda: defaultdict(list))
     for (arm, env, alpha, seed), rows in episodes.items():
         points = stds.get((env, alpha, seed))
-        arms[arm][env, alpha].append(make_run(seed, *zip(*rows), points and tuple(zip(*points)), finished=True))
+        evaluation = [ret for _, ret in sorted(evals[env, alpha, seed])] if (env, alpha, seed) in evals else None
+        arms[arm][env, alpha].append(make_run(seed, *zip(*rows), points and tuple(zip(*points)), evaluation,
+                                              finished=True))
     return {arm: sort_groups(groups) for arm, groups in arms.items()} or {None: {}}
 
 
@@ -214,7 +243,8 @@ def by_cell(keys):
 def export_csv(arms, path):
     """Writes every episode of every run of {arm: groups}, one row each, arms in their order (an `arm`
     column only where there are named arms: {None: groups} writes one arm's file), and for one arm whose
-    runs logged σ, their σ to std_file(path) (a stale one goes); the σ file written, or None."""
+    runs logged σ or ended with an evaluation, those to std_file(path) and eval_file(path) (a stale one goes);
+    the files written beside the export."""
     named = list(arms) != [None]
     rows = []
     for arm, groups in arms.items():
@@ -225,14 +255,19 @@ def export_csv(arms, path):
                     row = (env, alpha, run["seed"], int(step), repr(float(ret)), int(length))
                     rows.append((arm, *row) if named else row)
     write_csv(path, (ARM, *COLUMNS) if named else COLUMNS, rows)
-    stds = [] if named else [(env, alpha, run["seed"], int(step), repr(float(value)))
-                             for env, alpha in by_cell(arms[None]) for run in arms[None][env, alpha]
-                             if run["action_std"] is not None for step, value in zip(*run["action_std"])]
-    if not stds:
-        std_file(path).unlink(missing_ok=True)
-        return None
-    write_csv(std_file(path), STD_COLUMNS, stds)
-    return std_file(path)
+    runs = [] if named else [(env, alpha, run) for env, alpha in by_cell(arms[None]) for run in arms[None][env, alpha]]
+    stds = [(env, alpha, run["seed"], int(step), repr(float(value))) for env, alpha, run in runs
+            if run["action_std"] is not None for step, value in zip(*run["action_std"])]
+    evals = [(env, alpha, run["seed"], episode, repr(float(value))) for env, alpha, run in runs
+             if run["evaluation"] is not None for episode, value in enumerate(run["evaluation"])]
+    written = []
+    for kept, where, columns in ((stds, std_file(path), STD_COLUMNS), (evals, eval_file(path), EVAL_COLUMNS)):
+        if kept:
+            write_csv(where, columns, kept)
+            written.append(where)
+        else:
+            where.unlink(missing_ok=True)
+    return written
 
 
 def write_csv(path, header, rows):
@@ -593,6 +628,33 @@ def std_section(stds, envs, alphas, budgets):
             "σ against steps (median over seeds, shaded min–max):", "", "![policy σ](action_std.png)", ""]
 
 
+def eval_section(groups, envs, alphas):
+    """Per env and alpha, of the runs that ended with an evaluation: the IQM [CI] of their mean evaluation return,
+    the IQM of their final training returns beside it, and P(A > B) on the evaluations."""
+    pairs = comparisons(alphas)
+    rows = []
+    for env in envs:
+        row, x = [env], {}
+        for a in alphas:
+            runs = groups.get((env, a), [])
+            evaluated = [r for r in runs if r["evaluation"] is not None]
+            x[a] = np.array([np.mean(r["evaluation"]) for r in evaluated])
+            some = "" if len(evaluated) == len(runs) else f" ({len(evaluated)} of {plural(len(runs), 'run')})"
+            row += ([format_estimate(iqm(x[a]), interval(iqm, (x[a],))) + some, f"{iqm(finals(evaluated)):.2f}"]
+                    if evaluated else ["—" if not runs else "n/a", "—"])
+        rows.append(row + [improvement_cell(x[a], x[b]) if len(x[a]) and len(x[b]) else "—" for a, b in pairs])
+    header = ["", *(f"{alpha_header(a)}: {what}" for a in alphas for what in ("evaluation IQM [95% CI]",
+                                                                               "training IQM")),
+              *(improvement_header(a, b) for a, b in pairs)]
+    return ["## The mean action after training", "",
+            f"With `--save-model` the trainer ends a run by evaluating the policy's mean action (no sampling; the "
+            f"observation normalization frozen) for `--eval-episodes` episodes, logged as `{EVAL_TAG}`. Per alpha, "
+            "over the runs that have it: the IQM of each run's mean evaluation return with its interval (and how "
+            "many of the runs have one where not all do), the IQM of the same runs' final training returns "
+            "(sampled actions) beside it, and P(A > B) on the evaluations. Intervals as above.", "",
+            markdown_table(header, rows), ""]
+
+
 def normalization_notes(scored, unscored):
     lines = []
     if scored:
@@ -738,6 +800,8 @@ def write_report(groups, skipped, published, out, above=None, budgets=()):
     stds = {key: kept for key, runs in groups.items() if (kept := [r for r in runs if r["action_std"] is not None])}
     if stds:
         lines += std_section(stds, envs, alphas, budgets)
+    if any(r["evaluation"] is not None for runs in groups.values() for r in runs):
+        lines += eval_section(groups, envs, alphas)
     lines += closing_lines(skipped, envs)
 
     written = write_files(out, lines, alpha_panels(groups, alphas))
@@ -895,13 +959,14 @@ def main(argv=None):
         if args.at and list(arms) != [None]:
             raise BadInput("--at is for one sweep's report, not a comparison of arms")
         if args.export:
-            stds = export_csv(arms, args.export)
+            beside_export = export_csv(arms, args.export)
             runs = [r for groups in arms.values() for rs in groups.values() for r in rs]
             unfinished = sum(not r["finished"] for r in runs)
             print(f"exported {sum(len(r['steps']) for r in runs)} episodes of {len(runs)} runs"
                   + (f" of {plural(len(arms), 'arm')}" if list(arms) != [None] else "") + f" to {args.export}"
                   + (f" ({unfinished} of them unfinished: their episodes so far)" if unfinished else "")
-                  + (f", and their σ to {stds}" if stds else ""))
+                  + "".join(f", and their {'σ' if where == std_file(args.export) else 'evaluation'} to {where}"
+                            for where in beside_export))
         if args.out and list(arms) == [None]:
             write_report(arms[None], skipped, published_by_alpha(), args.out, args.above, args.at)
         elif args.out:

@@ -35,6 +35,7 @@ LAST_EPISODES = 10
 RETURN_TAG = "charts/episodic_return"
 LENGTH_TAG = "charts/episodic_length"
 STD_TAG = "charts/action_std"  # the mean σ of the Gaussian policy, logged every iteration
+EVAL_TAG = "eval/episodic_return"  # after training with --save-model: the mean action's return, one per episode
 REACHED_PERCENT = 99  # a run reached a budget if its last episode ended at 99% of it or later
 RUN_NAME = re.compile(r"^(?P<env>.+)__alpha(?P<alpha>[^_]+)__seed(?P<seed>\d+)$")  # sweep.sh's run directories
 PUBLISHED = Path(__file__).with_name("published.csv")
@@ -168,8 +169,9 @@ def score_at_budget(run, step):
     return float(score_at(run, step)) if reached(run, step) and run["steps"][0] <= step else None
 
 
-def make_run(seed, steps, returns, lengths, action_std=None, *, finished):
-    """A run's episodes in the order they ended, its final return and its logged σ: (steps, values) or None."""
+def make_run(seed, steps, returns, lengths, action_std=None, evaluation=None, *, finished):
+    """A run's episodes in the order they ended, its final return, its logged σ ((steps, values) or None) and the
+    returns of its evaluation after training (in episode order, or None)."""
     # stable: episodes of several sub-envs that end on the same step keep their order
     order = np.argsort(steps, kind="stable")
     steps, returns, lengths = (np.asarray(a)[order] for a in (steps, returns, lengths))
@@ -178,7 +180,8 @@ def make_run(seed, steps, returns, lengths, action_std=None, *, finished):
         order = np.argsort(std_steps, kind="stable")
         action_std = std_steps[order].astype(np.int64), values[order].astype(np.float64)
     return {"seed": seed, "steps": steps, "returns": returns.astype(np.float64), "lengths": lengths,
-            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished, "action_std": action_std}
+            "final": float(np.mean(returns[-LAST_EPISODES:])), "finished": finished, "action_std": action_std,
+            "evaluation": None if evaluation is None else np.asarray(evaluation, dtype=np.float64)}
 
 
 # TensorBoard warns of each purge as of "a TensorFlow restart". For a run resumed from a checkpoint the purge is the
@@ -189,8 +192,8 @@ logging.getLogger("tensorboard").addFilter(lambda record: not record.getMessage(
 
 
 def load_episodes(run_dir):
-    """(steps, returns, lengths, σ) of a run's training episodes and its logged σ ((steps, values), or None
-    if it has none), or a reason to skip it."""
+    """(steps, returns, lengths, σ, evaluation) of a run's training episodes, its logged σ ((steps, values), or
+    None if it has none) and its evaluation's returns (None if it has none), or a reason to skip it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     event_dirs = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
@@ -212,9 +215,11 @@ def load_episodes(run_dir):
     if [e.step for e in returns] != [e.step for e in lengths]:
         return None, f"{RETURN_TAG} and {LENGTH_TAG} do not pair up ({len(returns)} against {len(lengths)} points)"
     stds = acc.Scalars(STD_TAG) if STD_TAG in tags else None
+    # logged at step = the episode's index, once the run has trained to its end
+    evaluation = [e.value for e in sorted(acc.Scalars(EVAL_TAG), key=lambda e: e.step)] if EVAL_TAG in tags else None
     return (np.array([e.step for e in returns], dtype=np.int64), np.array([e.value for e in returns]),
             np.array([round(e.value) for e in lengths], dtype=np.int64),
-            ([e.step for e in stds], [e.value for e in stds]) if stds else None), None
+            ([e.step for e in stds], [e.value for e in stds]) if stds else None, evaluation or None), None
 
 
 def sort_groups(groups):

@@ -506,6 +506,11 @@ def sigmas(alpha, seed):
     return [(step, sigma(alpha, seed, step)) for step in range(ITERATION, end + 1, ITERATION)]
 
 
+# The evaluation after training (eval/episodic_return, logged at step = episode index): RPO's seed 4 has none.
+EVALUATIONS = {("0", 1): [100.0, 120.0], ("0", 2): [200.0, 220.0], ("0", 3): [300.0, 340.0],
+               ("0.5", 1): [500.0, 520.0], ("0.5", 2): [600.0, 600.0], ("0.5", 3): [250.0, 270.0]}
+
+
 @pytest.fixture(scope="module")
 def budget_sweep(tmp_path_factory):
     """BUDGET_RUNS as sweep.sh's run directories; their report with --at (budgets given out of order, in both
@@ -515,6 +520,7 @@ def budget_sweep(tmp_path_factory):
         steps, returns = zip(*episodes(alpha, seed))
         other = [(tag, step, value) for step, s in sigmas(alpha, seed)
                  for tag, value in (("charts/action_std", s), ("losses/entropy", -s))]  # other tags are left alone
+        other += [("eval/episodic_return", i, value) for i, value in enumerate(EVALUATIONS.get((alpha, seed), []))]
         write_run(root / "runs", WALKER, alpha, seed, returns, episode_length=100, steps=steps, other=other)
     at = ("--at", "3k,1000, 2k,50")
     export = root / "export" / "episodes.csv.gz"
@@ -568,6 +574,20 @@ def test_sigma_at_budgets_by_hand(budget_sweep):
     assert (root / "from_dirs" / "action_std.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_mean_action_after_training_by_hand(budget_sweep):
+    _, _, md = budget_sweep
+    rows = table(md, ["", "PPO (α=0): evaluation IQM [95% CI]", "PPO (α=0): training IQM",
+                      "RPO α=0.5: evaluation IQM [95% CI]", "RPO α=0.5: training IQM", "P(RPO α=0.5 > PPO) [95% CI]"])
+    ppo, ppo_training, rpo, rpo_training, p = rows[WALKER]
+    # the runs' mean evaluations: PPO 110, 210, 320, RPO 510, 600, 260 (seed 4 has none); IQMs of 3 cut nothing
+    assert estimate(ppo)[0] == pytest.approx(640 / 3, abs=0.005) and "of" not in ppo
+    assert estimate(rpo)[0] == pytest.approx(1370 / 3, abs=0.005) and rpo.endswith(" (3 of 4 runs)")
+    # the same runs' final training returns: their last 10 episodes, PPO 100, 200, 300, RPO 250, 150, 400
+    assert ppo_training == "200.00" and rpo_training == "266.67"
+    # 510 and 600 beat all three of PPO, 260 beats 110 and 210: 8 of 9 pairs
+    assert estimate(p)[0] == pytest.approx(8 / 9, abs=0.005)
+
+
 def test_report_from_the_export_is_byte_for_byte(budget_sweep):
     root, stdout, md = budget_sweep
     export = root / "export"
@@ -581,10 +601,17 @@ def test_report_from_the_export_is_byte_for_byte(budget_sweep):
     assert rows[1] == [WALKER, "0", "1", "250", repr(float(np.float32(sigma("0", 1, 250))))]
     assert len(rows) == 1 + sum(len(sigmas(alpha, seed)) for alpha, seed in BUDGET_RUNS)
     assert rows[-1][:4] == [WALKER, "0.5", "4", "1500"]
-    # exported again from the export: the same bytes, both files
+    # the evaluation file: one row per episode, in the runs' order
+    assert f"and their evaluation to {export / 'episodes.eval.csv.gz'}" in stdout
+    with gzip.open(export / "episodes.eval.csv.gz", "rt") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["env_id", "rpo_alpha", "seed", "episode", "eval_return"],
+                    *([WALKER, alpha, str(seed), str(i), repr(value)] for (alpha, seed), values in EVALUATIONS.items()
+                      for i, value in enumerate(values))]
+    # exported again from the export: the same bytes, all three files
     again = root / "again" / "episodes.csv.gz"
     assert report.main([str(export / "episodes.csv.gz"), "--export", str(again)]) == 0
-    for name in ("episodes.csv.gz", "episodes.action_std.csv.gz"):
+    for name in ("episodes.csv.gz", "episodes.action_std.csv.gz", "episodes.eval.csv.gz"):
         assert (again.parent / name).read_bytes() == (export / name).read_bytes()
 
 
@@ -596,13 +623,14 @@ def test_without_sigma_file_or_at_the_report_is_as_before(budget_sweep, tmp_path
     csv_only.write_bytes((root / "export" / "episodes.csv.gz").read_bytes())
     assert report.main([str(csv_only), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "results.md").read_text()
-    assert "σ" not in md and "## Scores at budgets" not in md and "--at" not in md
+    assert "σ" not in md and "## Scores at budgets" not in md and "--at" not in md and "evaluation" not in md
     assert not (tmp_path / "r" / "action_std.png").exists()
-    # an export of runs without σ leaves no stale σ file beside it
+    # an export of runs without σ or evaluation leaves no stale file of them beside it
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "episodes.action_std.csv.gz").write_bytes(b"stale")
+    for name in ("episodes.action_std.csv.gz", "episodes.eval.csv.gz"):
+        (tmp_path / "out" / name).write_bytes(b"stale")
     assert report.main([str(csv_only), "--export", str(tmp_path / "out" / "episodes.csv.gz")]) == 0
-    assert not (tmp_path / "out" / "episodes.action_std.csv.gz").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["episodes.csv.gz"]
 
 
 def test_a_run_of_the_trainer_reaches_its_budget():
@@ -705,6 +733,15 @@ def test_bad_sigma_file_is_one_line(budget_sweep, tmp_path, capsys):
              "episodes.action_std.csv, line 2: not a number"),
             ("env_id,seed\n", "missing column(s) rpo_alpha, global_step, action_std")):
         std.write_text(text)
+        one_line_error(main_exit(capsys, export, "--out", tmp_path / "r"), message)
+    std.unlink()
+    for text, message in (
+            ("env_id,rpo_alpha,seed,episode,eval_return\nHopper-v4,0.5,2,0,3000\n",
+             "episodes.eval.csv: holds the evaluation of runs that episodes.csv has no episodes of, e.g. Hopper-v4 "
+             "α=0.5 seed 2"),
+            (f"env_id,rpo_alpha,seed,episode,eval_return\n{WALKER},0,1,first,3000\n",
+             "episodes.eval.csv, line 2: not a number")):
+        (tmp_path / "episodes.eval.csv").write_text(text)
         one_line_error(main_exit(capsys, export, "--out", tmp_path / "r"), message)
 
 
