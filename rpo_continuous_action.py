@@ -109,7 +109,7 @@ def make_env(env_id, idx, capture_video, run_name, video_trigger=None):
         if video:
             try:
                 env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=video_trigger)
-            except gym.error.DependencyNotInstalled:  # gymnasium's own hint names a package that lacks the encoder
+            except gym.error.DependencyNotInstalled:  # not the env's fault, and the project's extra is `video`
                 raise UserError("--capture-video needs moviepy: pip install -e '.[video]'") from None
         space = env.action_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:

@@ -15,7 +15,8 @@
 # venv and the script's hash, and redoes only what is missing or different.
 #
 # Exit status: 0 built (or already there); 3 the package index cannot be reached (offline: the parity tests
-# skip); 4 PYTHON3 is not Python 3.8 to 3.11, the versions mujoco 2.3.7 has wheels for (the parity tests skip);
+# skip); 4 PYTHON3 is not Python 3.10 or 3.11, the versions both torch 2.13.0 and mujoco 2.3.7 have wheels for
+# (the parity tests skip);
 # 1 anything else, e.g. a failed install or a hash that does not match (the parity tests fail); 2 bad usage.
 # The last line on stderr says why.
 set -euo pipefail
@@ -62,16 +63,15 @@ run_pip() {
     rm -f "$log"
 }
 
-# What the script imports (argparse and distutils' strtobool, which setuptools keeps for the Pythons that drop
-# distutils) and the stack it runs on.
+# What the script imports (argparse and distutils' strtobool) and the stack it runs on.
 check_venv='import distutils.util, gymnasium, mujoco, numpy, torch, torch.utils.tensorboard
 assert (gymnasium.__version__, mujoco.__version__, numpy.__version__[0]) == ("0.29.1", "2.3.7", "1"), "versions"
 distutils.util.strtobool'
 if ! "$python" -c "$check_venv" 2>/dev/null; then
     command -v "$PYTHON3" >/dev/null || { echo "reference.sh: error: no $PYTHON3 to make the venv with (set PYTHON3)" >&2; exit 2; }
-    if ! "$PYTHON3" -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))'; then
+    if ! "$PYTHON3" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 11))'; then
         version=$("$PYTHON3" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo "unknown")
-        echo "reference.sh: error: $PYTHON3 is Python $version, but mujoco 2.3.7 (the reference's simulator) has wheels only for Python 3.8 to 3.11: set PYTHON3 to one of those" >&2
+        echo "reference.sh: error: $PYTHON3 is Python $version, but the reference's stack needs Python 3.10 or 3.11 (torch 2.13.0 has wheels from 3.10 on, mujoco 2.3.7 up to 3.11): set PYTHON3 to one of those" >&2
         exit 4
     fi
     echo "building the reference's venv in $venv"

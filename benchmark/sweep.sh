@@ -173,7 +173,7 @@ if [[ $PYTHON == */* ]]; then
     PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")
 fi
 export PYTHON TRAINER
-mkdir -p "$out"
+mkdir -p "$out" 2>/dev/null || die "cannot create the --out directory $out"
 out=$(cd "$out" && pwd)
 
 # ---------------------------------------------------------------- the runs

@@ -176,8 +176,8 @@ def reference():
         proc = subprocess.run([os.path.join(ROOT, "benchmark", "reference.sh")], capture_output=True, text=True,
                               timeout=1800, env={**os.environ, "REF_DIR": ref_dir})
     why = (proc.stderr.strip() or "(no message)").splitlines()[-1]
-    # reference.sh's status when the package index cannot be reached (offline), or when no Python of 3.8 to 3.11
-    # is there to build it with (mujoco 2.3.7's wheels)
+    # reference.sh's status when the package index cannot be reached (offline), or when PYTHON3 is not Python 3.10 or
+    # 3.11 (torch 2.13.0's and mujoco 2.3.7's wheels)
     if proc.returncode in (3, 4):
         pytest.skip(f"could not build the reference with benchmark/reference.sh: {why}")
     if proc.returncode != 0:  # a failed install, a hash that does not match, ...: not to be skipped silently

@@ -205,11 +205,12 @@ def test_a_second_signal_stops_every_run_even_a_trainer_that_ignores_the_first(t
     (["--env-ids", ENV, "--workers", "0"], "--workers must be an integer >= 1"),
     (["--env-ids", ENV, "--alphas", "-0.5"], "--alphas must be numbers >= 0"),
     (["--env-ids", ENV, "--seeds"], "--seeds needs a value"),
+    (["--env-ids", ENV, "--out", "/proc/1/no-such-dir/runs"], "cannot create the --out directory /proc/1/no-such-dir/runs"),
 ])
 def test_bad_arguments_get_one_clear_line(tmp_path, args, message):
     out = tmp_path / "runs"
     result = subprocess.run([str(SWEEP), "--out", str(out), *args], capture_output=True, text=True, env=sweep_env())
-    assert result.returncode != 0
+    assert result.returncode == 2  # bad input, which rpo.sh tells from failed runs (1)
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not out.exists()
 
@@ -307,6 +308,14 @@ echo "$PYTHON $2" >> {tmp_path}/calls
         "python-mujoco3 Pendulum-v1 BipedalWalker-v3",
         "python-mujoco3 HumanoidStandup-v4 Humanoid-v4 InvertedPendulum-v4 Walker2d-v4"]
     assert result.stderr == "rpo.sh: runs failed in set(s): gym; see the sweep's lines above\n"
+    # a sweep stopped by Ctrl-C (130) or SIGTERM (143), or given bad input (2), stops rpo.sh with its status
+    for status in (130, 143, 2):
+        (tmp_path / "calls").unlink()
+        (bench / "sweep.sh").write_text(f"#!/usr/bin/env bash\necho \"$2\" >> {tmp_path}/calls\nexit {status}\n")
+        result = subprocess.run([str(bench / "rpo.sh"), "--set", "gym", "--set", "mujoco"], capture_output=True,
+                                text=True, env=sweep_env())
+        assert result.returncode == status
+        assert (tmp_path / "calls").read_text().splitlines() == ["Pendulum-v1 BipedalWalker-v3"]
 
 
 def test_speed_takes_the_batch_from_the_trainer_flags():

@@ -347,7 +347,7 @@ def test_parity_bad_input_is_one_line(tmp_path, args, env, message):
 
 
 def test_reference_build_names_the_pythons_its_simulator_has_wheels_for(tmp_path):
-    # A python 3.12 stand-in: mujoco 2.3.7 has no wheel for it, so pip would fail after minutes of downloads
+    # A python 3.12 stand-in: mujoco 2.3.7 has no wheel for it, so pip would fail after torch's download
     python312 = tmp_path / "python3.12"
     python312.write_text("#!/bin/sh\nexec " + sys.executable + " -c 'import sys; sys.version_info = (3, 12, 0); "
                          "exec(sys.argv[1])' \"$2\"\n")
@@ -355,6 +355,7 @@ def test_reference_build_names_the_pythons_its_simulator_has_wheels_for(tmp_path
     result = subprocess.run([str(ROOT / "benchmark" / "reference.sh")], capture_output=True, text=True,
                             env={**os.environ, "REF_DIR": str(tmp_path / "ref"), "PYTHON3": str(python312)})
     assert result.returncode == 4  # the parity tests skip on it, as they do offline
-    assert result.stderr == (f"reference.sh: error: {python312} is Python 3.12, but mujoco 2.3.7 (the reference's "
-                             "simulator) has wheels only for Python 3.8 to 3.11: set PYTHON3 to one of those\n")
+    assert result.stderr == (f"reference.sh: error: {python312} is Python 3.12, but the reference's stack needs "
+                             "Python 3.10 or 3.11 (torch 2.13.0 has wheels from 3.10 on, mujoco 2.3.7 up to 3.11): "
+                             "set PYTHON3 to one of those\n")
     assert not (tmp_path / "ref" / "venv").exists()
