@@ -217,15 +217,10 @@ def read_csv(path):
     the one arm is None in a CSV without an arm column. Runs of one arm get their σ from the file beside it."""
     columns, episodes = read_rows(path, COLUMNS, "an episodes CSV", episode)
     stds, evals = {}, {}
-    if ARM not in columns and std_file(path).is_file():
-        stds = read_rows(std_file(path), STD_COLUMNS, "a σ CSV", std_point)[1]
-    if ARM not in columns and eval_file(path).is_file():
-        evals = read_rows(eval_file(path), EVAL_COLUMNS, "an evaluation CSV", eval_point)[1]
-    for extra, what in ((stds, "σ"), (evals, "evaluation")):
-        if stray := sorted(set(extra) - {key[1:] for key in episodes}):
-            where = std_file(path) if extra is stds else eval_file(path)
-            raise BadInput(f"{where}: holds the {what} of runs that {path.name} has no episodes of, e.g. "
-                           "{} α={} seed {}".format(*stray[0]))
+    if ARM not in columns:  # an export of several arms keeps its episodes only
+        stds = read_beside(path, episodes, std_file(path), STD_COLUMNS, ("σ", "a σ CSV"), std_point)
+        evals = read_beside(path, episodes, eval_file(path), EVAL_COLUMNS, ("evaluation", "an evaluation CSV"),
+                            eval_point)
     arms = defaultdict(lambda: defaultdict(list))
     for (arm, env, alpha, seed), rows in episodes.items():
         points = stds.get((env, alpha, seed))
@@ -233,6 +228,18 @@ def read_csv(path):
         arms[arm][env, alpha].append(make_run(seed, *zip(*rows), points and tuple(zip(*points)), evaluation,
                                               finished=True))
     return {arm: sort_groups(groups) for arm, groups in arms.items()} or {None: {}}
+
+
+def read_beside(path, episodes, where, columns, what, parse):
+    """{(env, alpha, seed): [point, ...]} of the file `where` beside the export `path` ({} if there is none), refused
+    if it holds runs that the export has no episodes of; what = (its name in a message, its kind of CSV)."""
+    if not where.is_file():
+        return {}
+    points = read_rows(where, columns, what[1], parse)[1]
+    if stray := sorted(set(points) - {key[1:] for key in episodes}):
+        raise BadInput(f"{where}: holds the {what[0]} of runs that {path.name} has no episodes of, e.g. "
+                       "{} α={} seed {}".format(*stray[0]))
+    return points
 
 
 def by_cell(keys):
@@ -244,7 +251,7 @@ def export_csv(arms, path):
     """Writes every episode of every run of {arm: groups}, one row each, arms in their order (an `arm`
     column only where there are named arms: {None: groups} writes one arm's file), and for one arm whose
     runs logged σ or ended with an evaluation, those to std_file(path) and eval_file(path) (a stale one goes);
-    the files written beside the export."""
+    [(what, file)] of the files written beside the export."""
     named = list(arms) != [None]
     rows = []
     for arm, groups in arms.items():
@@ -261,10 +268,11 @@ def export_csv(arms, path):
     evals = [(env, alpha, run["seed"], episode, repr(float(value))) for env, alpha, run in runs
              if run["evaluation"] is not None for episode, value in enumerate(run["evaluation"])]
     written = []
-    for kept, where, columns in ((stds, std_file(path), STD_COLUMNS), (evals, eval_file(path), EVAL_COLUMNS)):
+    for what, kept, where, columns in (("σ", stds, std_file(path), STD_COLUMNS),
+                                       ("evaluation", evals, eval_file(path), EVAL_COLUMNS)):
         if kept:
             write_csv(where, columns, kept)
-            written.append(where)
+            written.append((what, where))
         else:
             where.unlink(missing_ok=True)
     return written
@@ -965,8 +973,7 @@ def main(argv=None):
             print(f"exported {sum(len(r['steps']) for r in runs)} episodes of {len(runs)} runs"
                   + (f" of {plural(len(arms), 'arm')}" if list(arms) != [None] else "") + f" to {args.export}"
                   + (f" ({unfinished} of them unfinished: their episodes so far)" if unfinished else "")
-                  + "".join(f", and their {'σ' if where == std_file(args.export) else 'evaluation'} to {where}"
-                            for where in beside_export))
+                  + "".join(f", and their {what} to {where}" for what, where in beside_export))
         if args.out and list(arms) == [None]:
             write_report(arms[None], skipped, published_by_alpha(), args.out, args.above, args.at)
         elif args.out:
