@@ -33,6 +33,7 @@ die() {
     echo "parity.sh: error: $*" >&2
     exit 2
 }
+source "$HERE/mujoco_python.sh"
 
 out="" arms="${ARMS[*]}" sweep_args=() trainer_args=()
 while [[ $# -gt 0 ]]; do
@@ -59,17 +60,12 @@ trainer[ours-mujoco237]=$ROOT/rpo_continuous_action.py
 trainer[ours-mujoco3]=$ROOT/rpo_continuous_action.py
 want[reference-mujoco237]="2.3.7" want[ours-mujoco237]="2.3.7" want[ours-mujoco3]="3."
 how[reference-mujoco237]="build it with 'benchmark/reference.sh' or set REFERENCE_PYTHON"
-how[ours-mujoco237]="build it with 'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' or set PUBLISHED_PYTHON"
+how[ours-mujoco237]="$PUBLISHED_VENV_HOW or set PUBLISHED_PYTHON"
 how[ours-mujoco3]="build it with 'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[mujoco]\"' or set PYTHON"
 
 for arm in "${arm_list[@]}"; do
     [[ -n ${python[$arm]:-} ]] || die "unknown arm '$arm' (the arms: ${ARMS[*]})"
-    py=${python[$arm]}
-    command -v "$py" >/dev/null || die "arm $arm: no python at $py; ${how[$arm]}"
-    version=$("$py" -c 'import mujoco; print(mujoco.__version__)' 2>/dev/null) ||
-        die "arm $arm: $py cannot import mujoco; ${how[$arm]}"
-    wanted=${want[$arm]}
-    [[ $version == "$wanted"* ]] || die "arm $arm needs mujoco ${wanted/%./.x} but $py has mujoco $version"
+    check_mujoco_python "arm $arm" "${python[$arm]}" "${want[$arm]}" "${how[$arm]}"
 done
 if [[ " ${arm_list[*]} " == *" reference-mujoco237 "* ]]; then
     script=${RPO_REFERENCE:-$REF_DIR/rpo_reference.py}

@@ -57,6 +57,7 @@ die() {
     echo "rpo.sh: error: $*" >&2
     exit 2
 }
+source "$HERE/mujoco_python.sh"
 
 sets=() seeds=10 pass=() trainer_args=()
 while [[ $# -gt 0 ]]; do
@@ -89,11 +90,8 @@ done
 
 published_python=${PUBLISHED_PYTHON:-$ROOT/.venv-mujoco237/bin/python}
 if [[ " ${sets[*]} " == *" pusher "* ]]; then  # hours of other sets would run before its runs failed
-    how="build it with 'python3 -m venv .venv-mujoco237 && .venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' (Python 3.10 or 3.11), set PUBLISHED_PYTHON, or leave the set out with --set"
-    command -v "$published_python" >/dev/null || die "set pusher: no python at $published_python; $how"
-    version=$("$published_python" -c 'import mujoco; print(mujoco.__version__)' 2>/dev/null) ||
-        die "set pusher: $published_python cannot import mujoco; $how"
-    [[ $version == 2.* ]] || die "set pusher needs mujoco 2.x (Pusher-v4 on gymnasium 1.x) but $published_python has mujoco $version"
+    check_mujoco_python "set pusher" "$published_python" "2." \
+        "$PUBLISHED_VENV_HOW, set PUBLISHED_PYTHON, or leave the set out with --set" "Pusher-v4 on gymnasium 1.x"
 fi
 
 failed=()

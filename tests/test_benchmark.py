@@ -295,7 +295,8 @@ def test_rpo_sh_runs_every_set_when_one_has_failed_runs_and_then_exits_1(tmp_pat
     # rpo.sh from a copy whose sweep.sh records each set's envs and fails the gym set as a failed run would
     bench = tmp_path / "benchmark"
     bench.mkdir()
-    shutil.copy(ROOT / "benchmark" / "rpo.sh", bench)
+    for script in ("rpo.sh", "mujoco_python.sh"):
+        shutil.copy(ROOT / "benchmark" / script, bench)
     (bench / "sweep.sh").write_text(f"""#!/usr/bin/env bash
 echo "$PYTHON $2" >> {tmp_path}/calls
 [[ $2 != Pendulum-v1* ]]

@@ -324,7 +324,9 @@ def fake_python(tmp_path, mujoco):
                                                      "ours-mujoco237 ours-mujoco3)"),
     (["--out", "OUT", "--arms", " "], {}, "no arms given"),
     (["--out", "OUT", "--arms", "ours-mujoco237"], {"PUBLISHED_PYTHON": "/nonexistent/python"},
-     "arm ours-mujoco237: no python at /nonexistent/python; build it with 'python3 -m venv .venv-mujoco237"),
+     "arm ours-mujoco237: no python at /nonexistent/python; build it with 'python3 -m venv .venv-mujoco237 && "
+     ".venv-mujoco237/bin/pip install torch==2.13.0 -e \".[mujoco-published]\"' (Python 3.10 or 3.11) or set "
+     "PUBLISHED_PYTHON\n"),
     (["--out", "OUT", "--arms", "ours-mujoco3"], {"PYTHON": "4.0.0"}, "arm ours-mujoco3 needs mujoco 3.x but"),
     (["--out", "OUT", "--arms", "ours-mujoco3"], {"PYTHON": "2.3.7"}, "has mujoco 2.3.7"),
     (["--out", "OUT", "--arms", "ours-mujoco237"], {"PUBLISHED_PYTHON": "3.17.0"}, "arm ours-mujoco237 needs mujoco 2.3.7 but"),
