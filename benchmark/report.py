@@ -87,8 +87,8 @@ OUT/results.md holds, in this order:
     where not all did (n/a: none);
   - where runs logged σ: with --at, per env, budget and alpha, the median (min–max) over
     the runs that reached the budget of the last σ logged at or before it; and
-    OUT/action_std.png, σ against steps, one panel per env, one line per alpha (median
-    over seeds, shaded min–max);
+    OUT/action_std.png, σ against steps on a log scale, one panel per env, one line per
+    alpha (median over seeds, shaded min–max);
   - where runs ended with an evaluation: per env and alpha, the IQM [95% CI] over runs of
     their mean evaluation return, beside the IQM of their final training returns, and
     P(A > B) [95% CI] on the evaluations.
@@ -633,7 +633,7 @@ def std_section(stds, envs, alphas, budgets):
                            lambda x: f"{np.median(x):.3f} ({x.min():.3f}–{x.max():.3f})")
         table = [markdown_table(["", "steps", *map(alpha_header, alphas)], rows), ""]
     return ["## The policy's σ", "", intro, "", *table,
-            "σ against steps (median over seeds, shaded min–max):", "", "![policy σ](action_std.png)", ""]
+            "σ against steps (median over seeds, shaded min–max; log scale):", "", "![policy σ](action_std.png)", ""]
 
 
 def eval_section(groups, envs, alphas):
@@ -735,9 +735,9 @@ def plot_sample_efficiency(curves, alphas, path):
 
 
 def plot(panels, path, series=lambda run: (run["steps"], smoothed(run["returns"])), ylabel="episodic return",
-         spread=False):
+         spread=False, log=False):
     """Curves of series(run) = (steps, values) against steps: panels = [(title, [(label, color, runs), ...]), ...],
-    one line per runs, their mean ± std (learning curves) or with spread their median and min–max."""
+    one line per runs, their mean ± std (learning curves) or with spread their median and min–max; log: a log y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -765,7 +765,9 @@ def plot(panels, path, series=lambda run: (run["steps"], smoothed(run["returns"]
         ax.set_title(title)
         ax.set_xlabel("global step")
         ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
+        if log:  # σ: a collapse to 0.02 and a growth to 20 both show
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both" if log else "major")
         ax.legend(fontsize="small")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
@@ -818,7 +820,7 @@ def write_report(groups, skipped, published, out, above=None, budgets=()):
         written.append(out / "sample_efficiency.png")
     if stds:
         plot(alpha_panels(stds, alphas), out / "action_std.png", lambda run: run["action_std"],
-             f"policy σ ({STD_TAG})", spread=True)
+             f"policy σ ({STD_TAG})", spread=True, log=True)
         written.append(out / "action_std.png")
     tell(table if envs else "no runs with episodes yet", notes, skipped, written)
 
